@@ -1,0 +1,3 @@
+from counter_service.cli import main
+
+main()

@@ -1,0 +1,235 @@
+"""Local processes for tests and load tests: `redis-server`s and `counter-service serve`s
+on free loopback ports, always stopped by the PID they were started with."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 20.0
+
+
+class FleetError(RuntimeError):
+    """A process of the fleet could not be started or did not become ready."""
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class _Process:
+    """A child process with a log file, stopped by its PID."""
+
+    name = "process"
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115  # the child owns it
+        with log:
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.log_dir / f"{self.name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _wait_until(self, ready: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise FleetError(f"{self.name} exited while {what}:\n{self.log_tail()}")
+            if ready():
+                return
+            time.sleep(0.05)
+        raise FleetError(f"{self.name} not {what} after {START_TIMEOUT_S}s:\n{self.log_tail()}")
+
+
+class RedisProcess(_Process):
+    """A throw-away `redis-server` with no persistence, on its own port."""
+
+    def __init__(
+        self, log_dir: Path, port: int | None = None, binary: str = "redis-server"
+    ) -> None:
+        super().__init__(log_dir)
+        self.port = port or free_port()
+        self.binary = shutil.which(binary) or binary
+        self.name = f"redis-{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self) -> Self:
+        """Start on `self.port` (the same port again after a stop) and wait for PONG."""
+        argv = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.log_dir),
+            "--protected-mode",
+            "no",
+        ]
+        self._spawn(argv)
+        self._wait_until(self._pong, "answering PING")
+        return self
+
+    def restart(self) -> None:
+        """Stop and start on the same port: every key and connection is gone."""
+        self.stop()
+        self.start()
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class ServerProcess(_Process):
+    """One `counter-service serve` process on its own port."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        redis_url: str | None,
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        super().__init__(log_dir)
+        self.port = port or free_port()
+        self.redis_url = redis_url
+        self.extra_env = extra_env or {}
+        self.args = args or []
+        self.name = f"server-{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> Self:
+        """Start and wait until `/readyz` answers 200."""
+        argv = [
+            sys.executable,
+            "-m",
+            "counter_service",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        self._spawn(argv, env | self.extra_env)
+        self._wait_until(self.ready, "ready")
+        return self
+
+    def ready(self) -> bool:
+        """True if `/readyz` answers 200 right now."""
+        try:
+            with urllib.request.urlopen(self.url + "/readyz", timeout=1) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+
+class Fleet:
+    """One Redis and `n` servers on it, torn down together (even on errors)."""
+
+    def __init__(
+        self, servers: int, log_dir: Path | None = None, server_env: dict[str, str] | None = None
+    ) -> None:
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="counter-fleet-"))
+        self.redis = RedisProcess(self.log_dir)
+        self.servers = [
+            ServerProcess(self.log_dir, self.redis.url, extra_env=server_env)
+            for _ in range(servers)
+        ]
+
+    def start(self) -> Self:
+        try:
+            self.redis.start()
+            for server in self.servers:
+                server.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self.redis.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,91 @@
+"""Presence: this worker's live connections, reported under an expiring key.
+
+The worker's key expires after 3/4 of the TTL unless a heartbeat (every 1/4 TTL)
+refreshes it, and every report from any worker recomputes the total. So a worker
+killed without warning leaves the published total within one TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from counter_service.backoff import Backoff
+from counter_service.store import CounterStore
+
+logger = logging.getLogger(__name__)
+
+
+class Presence:
+    """Counts live connections in this process and keeps Redis told, promptly on change
+    (at most once per `min_gap` seconds) and on every heartbeat."""
+
+    def __init__(self, store: CounterStore, worker_id: str, ttl_s: float, min_gap: float) -> None:
+        self._store = store
+        self._worker_id = worker_id
+        self._heartbeat = ttl_s / 4
+        self._key_ttl_ms = max(1, round(ttl_s * 750))
+        self._min_gap = min_gap
+        self._changed = asyncio.Event()
+        self._backoff = Backoff(base=min(0.1, self._heartbeat), cap=self._heartbeat)
+        self._task: asyncio.Task[None] | None = None
+        self.live = 0
+        self.healthy = False
+
+    def connected(self) -> None:
+        """A websocket connection opened."""
+        self.live += 1
+        self._changed.set()
+
+    def disconnected(self) -> None:
+        """A websocket connection closed."""
+        self.live = max(0, self.live - 1)
+        self._changed.set()
+
+    def refresh(self) -> None:
+        """Report soon even if nothing changed (e.g. after Redis came back empty)."""
+        self._changed.set()
+
+    async def start(self) -> None:
+        """Start reporting in the background."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="counter-presence")
+
+    async def stop(self) -> None:
+        """Stop reporting and remove this worker from the total at once."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        try:
+            await self._store.report_presence(self._worker_id, -1, self._key_ttl_ms)
+        except Exception:
+            logger.warning(
+                "could not remove worker %s from presence; it expires by itself",
+                self._worker_id,
+                exc_info=True,
+            )
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._store.report_presence(self._worker_id, self.live, self._key_ttl_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.healthy = False
+                logger.warning("presence report failed", exc_info=True)
+                await asyncio.sleep(self._backoff.next_delay())
+                continue
+            self.healthy = True
+            self._backoff.reset()
+            await self._wait_for_change()
+
+    async def _wait_for_change(self) -> None:
+        # The pause bounds the report rate under a burst of connects.
+        await asyncio.sleep(self._min_gap)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), self._heartbeat)
+        self._changed.clear()

@@ -1,0 +1,114 @@
+"""The counter page: layout and wiring only; the logic lives in `counter_service`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import flet as ft
+from redis.exceptions import RedisError
+
+from counter_service import (
+    CLICKS,
+    COUNTERS,
+    ONLINE,
+    VIEWS,
+    CounterService,
+    CounterUpdate,
+    LatestValues,
+)
+from counter_service.flet_bridge import Main, topic
+
+logger = logging.getLogger(__name__)
+
+LABELS = {VIEWS: "Views", CLICKS: "Clicks", ONLINE: "Online now"}
+STORE_DOWN = "The counter store is unreachable right now; that was not counted. Try again."
+
+
+def build_main(service: CounterService) -> Main:
+    """The Flet entry point: one `CounterPage` per session."""
+
+    async def main(page: ft.Page) -> None:
+        await CounterPage(page, service).mount()
+
+    return main
+
+
+class CounterPage:
+    """Three live numbers and a button. Each number only ever moves to a newer version."""
+
+    def __init__(self, page: ft.Page, service: CounterService) -> None:
+        self.page = page
+        self.service = service
+        self.shown = LatestValues()
+        self.numbers = {name: ft.Text(key=name, value="0", size=40) for name in COUNTERS}
+        self.status = ft.Text(key="status", value="")
+        self.button = ft.Button(key="increment", content="Add a click", on_click=self.on_click)
+
+    async def mount(self) -> None:
+        """Render the page, start live updates, and count this visit."""
+        self.page.title = "Counter service"
+        self.page.on_route_change = self.on_route_change
+        self.page.on_connect = self.on_connect
+        self.page.on_disconnect = self.on_disconnect
+        self.show_latest(reset=False)
+        self.subscribe()
+        self.page.add(self.layout())
+        await self.count(VIEWS)
+
+    def layout(self) -> ft.Control:
+        cards: list[ft.Control] = [
+            ft.Column([ft.Text(LABELS[name]), self.numbers[name]], key=f"{name}-card")
+            for name in COUNTERS
+        ]
+        return ft.Column([ft.Row(cards, spacing=48), self.button, self.status], spacing=24)
+
+    def subscribe(self) -> None:
+        for name in COUNTERS:
+            self.page.pubsub.subscribe_topic(topic(name), self.on_update)
+
+    def show_latest(self, *, reset: bool) -> None:
+        for name in COUNTERS:
+            self.show(CounterUpdate(self.service.latest(name), reset=reset), push=reset)
+
+    def show(self, update: CounterUpdate, *, push: bool = True) -> None:
+        if not self.shown.accept(update):
+            return
+        number = self.numbers[update.event.name]
+        number.value = str(update.event.value)
+        if push:
+            number.update()
+
+    async def count(self, name: str) -> None:
+        try:
+            event = await self.service.incr(name)
+        except (RedisError, OSError):
+            logger.warning("incrementing %s failed", name, exc_info=True)
+            self.set_status(STORE_DOWN)
+            return
+        self.show(CounterUpdate(event))
+        self.set_status("")
+
+    def set_status(self, text: str) -> None:
+        if self.status.value != text:
+            self.status.value = text
+            self.status.update()
+
+    async def on_update(self, _topic: str, update: CounterUpdate) -> None:
+        self.show(update)
+
+    async def on_click(self, _event: Any) -> None:
+        await self.count(CLICKS)
+
+    async def on_route_change(self, _event: Any) -> None:
+        await self.count(VIEWS)
+
+    async def on_disconnect(self, _event: Any) -> None:
+        # A disconnected session lingers for FLET_SESSION_TIMEOUT; it must not keep
+        # costing a delivery per broadcast meanwhile.
+        self.page.pubsub.unsubscribe_all()  # type: ignore[no-untyped-call]  # flet leaves it unannotated
+
+    async def on_connect(self, _event: Any) -> None:
+        # Updates were missed while away (maybe even a reset): take the process's view.
+        self.subscribe()
+        self.show_latest(reset=True)
