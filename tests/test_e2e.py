@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from counter_service.fleet import Fleet
+from counter_service.fleet import Fleet, ServerProcess
 from counter_service.headless import HeadlessSession
 from tests.support import eventually
 
@@ -126,3 +126,16 @@ async def test_pages_recover_after_redis_restarts(fleet: Fleet, clients: list[Cl
     await clients[3].session.click("increment")
     await wait_all(clients, clicks=1)
     await eventually(lambda: all(s.ready() for s in fleet.servers), WAIT_S, "servers ready")
+
+
+async def test_the_embedded_store_serves_one_process(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, redis_url=None).start()
+    try:
+        opened = [Client(await HeadlessSession.connect(server.url), server.url) for _ in range(2)]
+        await wait_all(opened, views=2, online=2)
+        await opened[0].session.click("increment")
+        await wait_all(opened, clicks=1)
+        assert "embedded in-process Redis" in server.log_tail(200).splitlines()[0]
+        await asyncio.gather(*(c.session.close() for c in opened))
+    finally:
+        server.stop()
