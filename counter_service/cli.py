@@ -22,6 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--namespace", help="prefix of every key and channel")
     serve.add_argument("--tick-ms", type=int, help="coalescing tick in milliseconds")
     serve.add_argument("--presence-ttl", type=float, help="seconds until a dead worker drops out")
+    serve.add_argument(
+        "--fanout",
+        choices=["direct", "update"],
+        help="how pages get updates: direct patches (default) or Flet's control.update()",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -36,6 +41,7 @@ def serve(args: argparse.Namespace) -> None:
         namespace=args.namespace,
         tick_ms=args.tick_ms,
         presence_ttl_s=args.presence_ttl,
+        fanout=args.fanout,
     )
     app = create_app(settings)
     uvicorn.run(

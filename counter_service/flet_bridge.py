@@ -1,43 +1,98 @@
-"""The one module that knows Flet: delivery into Flet's hub and the Flet ASGI app.
+"""The one module that knows Flet: live number Texts, their fan-out, and the Flet ASGI app.
 
-Within a process, coalesced updates go to the same `PubSubHub` that sessions use
-(`flet_web.fastapi.app_manager.get_pubsubhub(main)`), so pages keep the familiar
-`page.pubsub.subscribe_topic(topic(name), handler)`.
+Fan-out is the hot path: one coalesced update must reach every session of the process.
+Flet's generic route (a hub task per session, then `control.update()` diffing the
+control) costs several times what the message itself does. A number Text changes in
+exactly one way, so `Fanout` sends Flet's own patch for it, built once per update,
+straight to each session's connection, and leaves Flet's model as `update()` would
+(value set, dirty flag cleared). tests/test_flet_bridge.py pins this to Flet's differ.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import flet as ft
 import flet_web.fastapi as flet_fastapi
+from flet.messaging.protocol import Message, MessageAction
 from flet_web.fastapi import app_manager
 
-from counter_service.coalescer import Deliver
-from counter_service.versions import CounterUpdate
+from counter_service.versions import CounterUpdate, LatestValues
+
+logger = logging.getLogger(__name__)
 
 Main = Callable[[ft.Page], Awaitable[None]]
-TOPIC_PREFIX = "counter-service/"
+FanoutMode = Literal["direct", "update"]
 
 
-def topic(counter: str) -> str:
-    """The hub topic on which updates of `counter` are delivered to pages."""
-    return TOPIC_PREFIX + counter
+def value_patch(value: str) -> list[Any]:
+    """Flet's patch for "the target control's `value` is now `value`"."""
+    return [[0], [0, 0, "value", value]]
 
 
-def hub_delivery(main: Main) -> Deliver:
-    """A delivery function that broadcasts each update on its counter's topic to every
-    session of `main` in this process. Call it inside the running event loop."""
-    hub = app_manager.get_pubsubhub(main, loop=asyncio.get_running_loop())
+class LiveNumbers:
+    """The number Texts of one page, each showing only ever-newer versions.
 
-    def deliver(updates: list[CounterUpdate]) -> None:
+    `direct=False` pushes with Flet's `control.update()` instead: same result, more
+    CPU; kept so benchmarks can compare both paths in one run."""
+
+    def __init__(self, texts: Mapping[str, ft.Text], direct: bool = True) -> None:
+        self._texts = dict(texts)
+        self._direct = direct
+        self._shown = LatestValues()
+        self._page: ft.Page | None = None
+
+    def attach(self, page: ft.Page) -> None:
+        """Start pushing changes to `page` (call once the Texts are on it)."""
+        self._page = page
+
+    def show(self, update: CounterUpdate) -> None:
+        """Show `update` if it is newer than what is shown (or a reset)."""
+        text = self._texts.get(update.event.name)
+        if text is None or not self._shown.accept(update):
+            return
+        value = str(update.event.value)
+        text.value = value
+        connection = None if self._page is None else self._page.session.connection
+        if connection is None:
+            return  # not on the wire yet, or away: the next full render carries it
+        if not self._direct:
+            text.update()
+            return
+        patch = {"id": text._i, "patch": value_patch(value)}
+        connection.send_message(Message(MessageAction.PATCH_CONTROL, patch))
+        # What `update()` does after sending: the client now has this value.
+        text._dirty.pop("value", None)
+
+
+class Fanout:
+    """Every `LiveNumbers` of this process; `deliver` is the service's delivery callback."""
+
+    def __init__(self) -> None:
+        self._boards: set[LiveNumbers] = set()
+
+    def add(self, board: LiveNumbers) -> None:
+        self._boards.add(board)
+
+    def discard(self, board: LiveNumbers) -> None:
+        self._boards.discard(board)
+
+    def __len__(self) -> int:
+        return len(self._boards)
+
+    def deliver(self, updates: list[CounterUpdate]) -> None:
+        """Show each update on every page; a page that fails does not stop the rest."""
         for update in updates:
-            hub.send_all_on_topic(topic(update.event.name), update)
-
-    return deliver
+            for board in tuple(self._boards):
+                try:
+                    board.show(update)
+                except Exception:
+                    # A session whose socket is closing may fail to send; it is
+                    # about to be unregistered by its disconnect handler.
+                    logger.debug("a page could not take an update", exc_info=True)
 
 
 def flet_asgi_app(main: Main, **options: Any) -> Any:

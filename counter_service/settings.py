@@ -13,6 +13,7 @@ DEFAULT_NAMESPACE = "counter-service"
 DEFAULT_TICK_MS = 30
 DEFAULT_PRESENCE_TTL_S = 15.0
 DEFAULT_MAX_CONNECTIONS = 2
+FANOUT_MODES = ("direct", "update")
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -37,6 +38,7 @@ class Settings:
     tick_ms: int = DEFAULT_TICK_MS
     presence_ttl_s: float = DEFAULT_PRESENCE_TTL_S
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    fanout: str = FANOUT_MODES[0]
 
     def __post_init__(self) -> None:
         _check_redis_url(self.redis_url)
@@ -47,6 +49,8 @@ class Settings:
         _check_range("tick_ms", self.tick_ms, 1, 10_000)
         _check_range("presence_ttl_s", self.presence_ttl_s, 1.0, 3600.0)
         _check_range("max_connections", self.max_connections, 1, 1024)
+        if self.fanout not in FANOUT_MODES:
+            raise SettingsError(f"fanout {self.fanout!r} must be one of {', '.join(FANOUT_MODES)}")
 
     @property
     def embedded(self) -> bool:
@@ -76,7 +80,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `REDIS_URL`, `COUNTER_NAMESPACE`, `COUNTER_TICK_MS`,
-        `COUNTER_PRESENCE_TTL`, `COUNTER_MAX_CONNECTIONS` (unset or empty means default)."""
+        `COUNTER_PRESENCE_TTL`, `COUNTER_MAX_CONNECTIONS`, `COUNTER_FANOUT`
+        (unset or empty means default)."""
         env = os.environ if env is None else env
         return cls(
             redis_url=env.get("REDIS_URL") or None,
@@ -84,6 +89,7 @@ class Settings:
             tick_ms=_parse(env, "COUNTER_TICK_MS", int, DEFAULT_TICK_MS),
             presence_ttl_s=_parse(env, "COUNTER_PRESENCE_TTL", float, DEFAULT_PRESENCE_TTL_S),
             max_connections=_parse(env, "COUNTER_MAX_CONNECTIONS", int, DEFAULT_MAX_CONNECTIONS),
+            fanout=env.get("COUNTER_FANOUT") or FANOUT_MODES[0],
         )
 
 

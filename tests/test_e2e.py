@@ -128,8 +128,9 @@ async def test_pages_recover_after_redis_restarts(fleet: Fleet, clients: list[Cl
     await eventually(lambda: all(s.ready() for s in fleet.servers), WAIT_S, "servers ready")
 
 
-async def test_the_embedded_store_serves_one_process(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path, redis_url=None).start()
+@pytest.mark.parametrize("fanout", ["direct", "update"])
+async def test_the_embedded_store_serves_one_process(tmp_path: Path, fanout: str) -> None:
+    server = ServerProcess(tmp_path, redis_url=None, args=["--fanout", fanout]).start()
     try:
         opened = [Client(await HeadlessSession.connect(server.url), server.url) for _ in range(2)]
         await wait_all(opened, views=2, online=2)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from counter_service import CounterService, Settings
 from counter_service.asgi import CountWebsockets
-from counter_service.flet_bridge import flet_asgi_app, flet_sessions, hub_delivery
+from counter_service.flet_bridge import Fanout, flet_asgi_app, flet_sessions
 from ui.page import build_main
 
 logger = logging.getLogger(__name__)
@@ -22,16 +22,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     log_store(settings)
     service = CounterService(settings)
-    main = build_main(service)
+    fanout = Fanout()
+    main = build_main(service, fanout)
+    service.subscribe(fanout.deliver)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with flet_sessions(), service:
-            unsubscribe = service.subscribe(hub_delivery(main))
-            try:
-                yield
-            finally:
-                unsubscribe()
+            yield
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service

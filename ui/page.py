@@ -8,16 +8,8 @@ from typing import Any
 import flet as ft
 from redis.exceptions import RedisError
 
-from counter_service import (
-    CLICKS,
-    COUNTERS,
-    ONLINE,
-    VIEWS,
-    CounterService,
-    CounterUpdate,
-    LatestValues,
-)
-from counter_service.flet_bridge import Main, topic
+from counter_service import CLICKS, COUNTERS, ONLINE, VIEWS, CounterService, CounterUpdate
+from counter_service.flet_bridge import Fanout, LiveNumbers, Main
 
 logger = logging.getLogger(__name__)
 
@@ -25,23 +17,24 @@ LABELS = {VIEWS: "Views", CLICKS: "Clicks", ONLINE: "Online now"}
 STORE_DOWN = "The counter store is unreachable right now; that was not counted. Try again."
 
 
-def build_main(service: CounterService) -> Main:
+def build_main(service: CounterService, fanout: Fanout) -> Main:
     """The Flet entry point: one `CounterPage` per session."""
 
     async def main(page: ft.Page) -> None:
-        await CounterPage(page, service).mount()
+        await CounterPage(page, service, fanout).mount()
 
     return main
 
 
 class CounterPage:
-    """Three live numbers and a button. Each number only ever moves to a newer version."""
+    """Three live numbers and a button."""
 
-    def __init__(self, page: ft.Page, service: CounterService) -> None:
+    def __init__(self, page: ft.Page, service: CounterService, fanout: Fanout) -> None:
         self.page = page
         self.service = service
-        self.shown = LatestValues()
+        self.fanout = fanout
         self.numbers = {name: ft.Text(key=name, value="0", size=40) for name in COUNTERS}
+        self.live = LiveNumbers(self.numbers, direct=service.settings.fanout == "direct")
         self.status = ft.Text(key="status", value="")
         self.button = ft.Button(key="increment", content="Add a click", on_click=self.on_click)
 
@@ -51,9 +44,12 @@ class CounterPage:
         self.page.on_route_change = self.on_route_change
         self.page.on_connect = self.on_connect
         self.page.on_disconnect = self.on_disconnect
+        self.page.on_close = self.on_disconnect
         self.show_latest(reset=False)
-        self.subscribe()
         self.page.add(self.layout())
+        # No await between rendering and registering: no update can slip in between.
+        self.live.attach(self.page)
+        self.fanout.add(self.live)
         await self.count(VIEWS)
 
     def layout(self) -> ft.Control:
@@ -63,21 +59,9 @@ class CounterPage:
         ]
         return ft.Column([ft.Row(cards, spacing=48), self.button, self.status], spacing=24)
 
-    def subscribe(self) -> None:
-        for name in COUNTERS:
-            self.page.pubsub.subscribe_topic(topic(name), self.on_update)
-
     def show_latest(self, *, reset: bool) -> None:
         for name in COUNTERS:
-            self.show(CounterUpdate(self.service.latest(name), reset=reset), push=reset)
-
-    def show(self, update: CounterUpdate, *, push: bool = True) -> None:
-        if not self.shown.accept(update):
-            return
-        number = self.numbers[update.event.name]
-        number.value = str(update.event.value)
-        if push:
-            number.update()
+            self.live.show(CounterUpdate(self.service.latest(name), reset=reset))
 
     async def count(self, name: str) -> None:
         try:
@@ -86,16 +70,13 @@ class CounterPage:
             logger.warning("incrementing %s failed", name, exc_info=True)
             self.set_status(STORE_DOWN)
             return
-        self.show(CounterUpdate(event))
+        self.live.show(CounterUpdate(event))
         self.set_status("")
 
     def set_status(self, text: str) -> None:
         if self.status.value != text:
             self.status.value = text
             self.status.update()
-
-    async def on_update(self, _topic: str, update: CounterUpdate) -> None:
-        self.show(update)
 
     async def on_click(self, _event: Any) -> None:
         await self.count(CLICKS)
@@ -106,9 +87,9 @@ class CounterPage:
     async def on_disconnect(self, _event: Any) -> None:
         # A disconnected session lingers for FLET_SESSION_TIMEOUT; it must not keep
         # costing a delivery per broadcast meanwhile.
-        self.page.pubsub.unsubscribe_all()  # type: ignore[no-untyped-call]  # flet leaves it unannotated
+        self.fanout.discard(self.live)
 
     async def on_connect(self, _event: Any) -> None:
         # Updates were missed while away (maybe even a reset): take the process's view.
-        self.subscribe()
+        self.fanout.add(self.live)
         self.show_latest(reset=True)
