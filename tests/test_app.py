@@ -76,3 +76,19 @@ def test_cli_refuses_bad_settings_with_a_clear_message(argv: list[str], message:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert message in str(exit_info.value.code)
+
+
+def test_metrics_report_loop_lag_relay_and_pages() -> None:
+    with TestClient(create_app(Settings())) as client:
+        poll(lambda: client.get("/metrics").json()["event_loop_lag_ms"]["samples"] > 0)
+        metrics = client.get("/metrics").json()
+        assert set(metrics) == {
+            "worker",
+            "ready",
+            "event_loop_lag_ms",
+            "live_connections",
+            "pages",
+            "relay",
+        }
+        assert metrics["pages"] == 0
+        assert metrics["relay"]["subscribes"] >= 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from counter_service import CounterService, Settings
 from counter_service.asgi import CountWebsockets
 from counter_service.flet_bridge import Fanout, flet_asgi_app, flet_sessions
+from counter_service.loop_lag import LoopLag
 from ui.page import build_main
 
 logger = logging.getLogger(__name__)
@@ -25,15 +27,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     fanout = Fanout()
     main = build_main(service, fanout)
     service.subscribe(fanout.deliver)
+    lag = LoopLag()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with flet_sessions(), service:
-            yield
+            await lag.start()
+            try:
+                yield
+            finally:
+                await lag.stop()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
     add_health_routes(app, service)
+    add_metrics_route(app, service, fanout, lag)
     # Mounted last: Flet's app ends in a catch-all static mount.
     app.mount("/", CountWebsockets(flet_asgi_app(main), service.presence))
     return app
@@ -55,6 +63,19 @@ def add_health_routes(app: FastAPI, service: CounterService) -> None:
             "worker": service.worker_id,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def add_metrics_route(app: FastAPI, service: CounterService, fanout: Fanout, lag: LoopLag) -> None:
+    @app.get("/metrics")
+    async def metrics() -> dict[str, object]:
+        return {
+            "worker": service.worker_id,
+            "ready": service.ready,
+            "event_loop_lag_ms": lag.summary_ms(),
+            "live_connections": service.presence.live,
+            "pages": len(fanout),
+            "relay": asdict(service.relay_stats),
+        }
 
 
 def log_store(settings: Settings) -> None:
