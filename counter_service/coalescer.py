@@ -55,8 +55,12 @@ def next_delay(tick: float, busy: float, max_tick: float) -> float:
 
 
 async def run_flusher(coalescer: Coalescer, deliver: Deliver, tick: float) -> None:
-    """Forever: wait for pending updates, deliver them together, then pause a tick."""
+    """Forever: wait for pending updates, deliver them together, then pause a tick.
+
+    Much of a delivery's cost runs after `deliver` returns (each connection's send
+    task), and shows up as the pause overshooting; both count as load."""
     loop = asyncio.get_running_loop()
+    overshoot = 0.0
     while True:
         await coalescer.wait()
         started = loop.time()
@@ -64,4 +68,7 @@ async def run_flusher(coalescer: Coalescer, deliver: Deliver, tick: float) -> No
             deliver(coalescer.take())
         except Exception:
             logger.exception("delivering counter updates failed; later updates still flow")
-        await asyncio.sleep(next_delay(tick, loop.time() - started, 10 * tick))
+        delay = next_delay(tick, loop.time() - started + overshoot, 10 * tick)
+        paused = loop.time()
+        await asyncio.sleep(delay)
+        overshoot = max(0.0, loop.time() - paused - delay)

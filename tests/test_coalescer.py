@@ -1,9 +1,11 @@
 import asyncio
+import time
 
 import pytest
 
 from counter_service import CounterEvent, CounterUpdate
 from counter_service.coalescer import Coalescer, next_delay, run_flusher
+from tests.support import eventually
 
 
 def up(name: str, version: int, reset: bool = False) -> CounterUpdate:
@@ -72,3 +74,23 @@ async def test_flusher_survives_a_failing_delivery() -> None:
         assert seen == [[up("clicks", 1)], [up("clicks", 2)]]
     finally:
         task.cancel()
+
+
+async def test_work_a_delivery_leaves_on_the_loop_stretches_the_next_pause() -> None:
+    coalescer = Coalescer()
+    flushed_at: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    def deliver(_batch: list[CounterUpdate]) -> None:
+        flushed_at.append(loop.time())
+        loop.call_soon(time.sleep, 0.2)  # the send work a delivery leaves behind
+
+    task = asyncio.create_task(run_flusher(coalescer, deliver, tick=0.05))
+    try:
+        for version in range(1, 4):
+            coalescer.put(up("clicks", version))
+            await eventually(lambda v=version: len(flushed_at) == v, what=f"flush {version}")
+    finally:
+        task.cancel()
+    # The first pause (one tick) overshot by ~0.15 s, so the second is ~0.3 s, not a tick.
+    assert flushed_at[2] - flushed_at[1] >= 0.28
