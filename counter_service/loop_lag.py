@@ -6,6 +6,7 @@ import asyncio
 from collections import deque
 
 from counter_service.stats import percentile
+from counter_service.tasks import BackgroundTask
 
 
 class LoopLag:
@@ -14,17 +15,13 @@ class LoopLag:
     def __init__(self, interval: float = 0.1, window: int = 600) -> None:
         self._interval = interval
         self._samples: deque[float] = deque(maxlen=window)
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("loop-lag", self._run)
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="loop-lag")
+        self._task.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._task.stop()
 
     def record(self, lag_s: float) -> None:
         self._samples.append(max(0.0, lag_s))

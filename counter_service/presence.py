@@ -13,6 +13,7 @@ import logging
 
 from counter_service.backoff import Backoff
 from counter_service.store import CounterStore
+from counter_service.tasks import BackgroundTask
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class Presence:
         self._min_gap = min_gap
         self._changed = asyncio.Event()
         self._backoff = Backoff(base=min(0.1, self._heartbeat), cap=self._heartbeat)
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("counter-presence", self._run)
         self.live = 0
         self.healthy = False
 
@@ -49,16 +50,13 @@ class Presence:
 
     async def start(self) -> None:
         """Start reporting in the background."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="counter-presence")
+        self._task.start()
 
     async def stop(self) -> None:
         """Stop reporting and remove this worker from the total at once."""
-        task, self._task = self._task, None
-        if task is None:
+        if not self._task.running:
             return
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await self._task.stop()
         try:
             await self._store.report_presence(self._worker_id, -1, self._key_ttl_ms)
         except Exception:

@@ -19,6 +19,7 @@ from redis.asyncio.client import PubSub
 from counter_service.backoff import Backoff
 from counter_service.events import InvalidEvent, parse_event
 from counter_service.store import CounterStore
+from counter_service.tasks import BackgroundTask
 from counter_service.versions import CounterUpdate, LatestValues
 
 logger = logging.getLogger(__name__)
@@ -70,22 +71,18 @@ class Relay:
         self._backoff = backoff or Backoff()
         self._probe_interval = probe_interval
         self._deaf_after = deaf_after
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("counter-relay", self._run)
         self.latest = LatestValues()
         self.stats = RelayStats()
         self.subscribed = False
 
     async def start(self) -> None:
         """Start the background task; it runs until `stop()`."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="counter-relay")
+        self._task.start()
 
     async def stop(self) -> None:
         """Cancel the background task and wait until its connection is closed."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._task.stop()
 
     async def _run(self) -> None:
         while True:

@@ -18,6 +18,7 @@ from counter_service.presence import Presence
 from counter_service.relay import Relay, RelayStats
 from counter_service.settings import Settings
 from counter_service.store import ONLINE, CounterStore
+from counter_service.tasks import BackgroundTask
 from counter_service.versions import CounterUpdate
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,10 @@ class CounterService:
         self._store = CounterStore(self._connections.commands, names)
         self._coalescer = Coalescer()
         self._subscribers: list[Deliver] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = BackgroundTask(
+            "counter-flusher",
+            lambda: run_flusher(self._coalescer, self._deliver, settings.tick_s),
+        )
         self.presence = Presence(
             self._store, self.worker_id, settings.presence_ttl_s, min_gap=settings.tick_s
         )
@@ -69,10 +73,7 @@ class CounterService:
 
     async def start(self) -> None:
         """Start the relay, the flusher and presence reporting."""
-        self._flusher = asyncio.create_task(
-            run_flusher(self._coalescer, self._deliver, self.settings.tick_s),
-            name="counter-flusher",
-        )
+        self._flusher.start()
         await self._relay.start()
         await self.presence.start()
 
@@ -81,9 +82,7 @@ class CounterService:
         try:
             await self.presence.stop()
             await self._relay.stop()
-            if self._flusher is not None:
-                self._flusher.cancel()
-                await asyncio.gather(self._flusher, return_exceptions=True)
+            await self._flusher.stop()
         finally:
             await self._connections.aclose()
 
