@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from counter_service import loadtest
 from counter_service.settings import Settings, SettingsError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how pages get updates: direct patches (default) or Flet's control.update()",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    loadtest.add_parser(commands)
     return parser
 
 
@@ -58,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `counter-service` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    if args.command == "loadtest":
+        sys.exit(loadtest.run(args))
     try:
         serve(args)
     except SettingsError as exc:

@@ -28,12 +28,12 @@ class LoopLag:
 
     def summary_ms(self) -> dict[str, float]:
         """p50, p99 and max of the window, in milliseconds."""
-        samples = list(self._samples)
+        samples = sorted(self._samples) or [0.0]
         return {
             "p50": round(percentile(samples, 50) * 1000, 3),
             "p99": round(percentile(samples, 99) * 1000, 3),
-            "max": round(max(samples, default=0.0) * 1000, 3),
-            "samples": len(samples),
+            "max": round(samples[-1] * 1000, 3),
+            "samples": len(self._samples),
         }
 
     async def _run(self) -> None:

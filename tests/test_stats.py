@@ -1,4 +1,6 @@
 import asyncio
+import math
+import random
 import time
 
 import pytest
@@ -7,21 +9,40 @@ from counter_service.loop_lag import LoopLag
 from counter_service.stats import percentile
 
 
-def test_nearest_rank_percentiles() -> None:
-    samples = [15, 20, 35, 40, 50]
-    assert percentile(samples, 30) == 20
-    assert percentile(samples, 40) == 20
-    assert percentile(samples, 50) == 35
-    assert percentile(samples, 100) == 50
-    assert percentile(list(range(1, 101)), 99) == 99
-    assert percentile([7], 1) == 7
-    assert percentile([], 50) == 0.0
+def naive_percentile(samples: list[float], p: float) -> float:
+    """The definition itself: the smallest sample with at least p% of samples <= it."""
+    return min(x for x in samples if sum(1 for y in samples if y <= x) >= p / 100 * len(samples))
 
 
-@pytest.mark.parametrize("p", [0, -1, 101])
-def test_out_of_range_percentiles_are_refused(p: float) -> None:
-    with pytest.raises(ValueError, match="must be in"):
-        percentile([1.0], p)
+@pytest.mark.parametrize(
+    ("p", "expected"), [(0, 15), (5, 15), (30, 20), (40, 20), (50, 35), (90, 50), (100, 50)]
+)
+def test_percentile_is_nearest_rank(p: float, expected: float) -> None:
+    assert percentile([15, 20, 35, 40, 50], p) == expected
+
+
+def test_percentile_matches_its_definition_on_random_samples() -> None:
+    rng = random.Random(7)
+    for size in (1, 2, 3, 10, 99, 100, 101, 1000):
+        samples = [round(rng.expovariate(1.0), 2) for _ in range(size)]
+        ordered = sorted(samples)
+        for p in (1, 10, 50, 90, 99, 99.9, 100):
+            assert percentile(ordered, p) == naive_percentile(samples, p), (size, p)
+
+
+def test_percentile_of_one_sample_is_that_sample() -> None:
+    assert [percentile([7.5], p) for p in (0, 50, 99, 100)] == [7.5] * 4
+
+
+@pytest.mark.parametrize("p", [-1, 100.5, math.nan])
+def test_percentile_rejects_p_outside_0_100(p: float) -> None:
+    with pytest.raises(ValueError, match="outside"):
+        percentile([1, 2, 3], p)
+
+
+def test_percentile_of_no_samples_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no samples"):
+        percentile([], 50)
 
 
 def test_loop_lag_summary_is_in_milliseconds_over_a_bounded_window() -> None:

@@ -1,0 +1,5 @@
+import sys
+
+from counter_service.loadtest.cli import main
+
+sys.exit(main())
