@@ -11,6 +11,7 @@ straight to each session's connection, and leaves Flet's model as `update()` wou
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -19,7 +20,9 @@ import flet as ft
 import flet_web.fastapi as flet_fastapi
 from flet.messaging.protocol import Message, MessageAction
 from flet_web.fastapi import app_manager
+from flet_web.fastapi.flet_app import DEFAULT_FLET_SESSION_TIMEOUT
 
+from counter_service.asgi import current_websocket
 from counter_service.versions import CounterUpdate, LatestValues
 
 logger = logging.getLogger(__name__)
@@ -93,6 +96,21 @@ class Fanout:
     def add(self, board: LiveNumbers) -> None:
         self._boards.add(board)
 
+    async def join(self, board: LiveNumbers, page: ft.Page) -> None:
+        """Deliver to `board` until the websocket now serving `page` closes, then make
+        sure the session is marked disconnected (Flet may skip it, see counter_service.asgi)."""
+        self.add(board)
+        life = current_websocket()
+        if life is None:
+            return
+        connection = page.session.connection
+
+        async def closed() -> None:
+            self.discard(board)
+            await _disconnect_if_abandoned(page, connection)
+
+        await life.on_close(closed)
+
     def discard(self, board: LiveNumbers) -> None:
         self._boards.discard(board)
 
@@ -109,6 +127,20 @@ class Fanout:
                     # A session whose socket is closing may fail to send; it is
                     # about to be unregistered by its disconnect handler.
                     logger.debug("a page could not take an update", exc_info=True)
+
+
+async def _disconnect_if_abandoned(page: ft.Page, connection: object) -> None:
+    session = page.session
+    # Still attached to the closed connection and never given an expiry: Flet's
+    # handler raised before disconnecting it. Without this the session never expires
+    # and its send queue keeps growing with every update.
+    if session.expires_at is None and session.connection is connection:
+        await session.disconnect(_session_timeout())
+
+
+def _session_timeout() -> int:
+    # The same setting FletApp reads, so an abandoned session expires like any other.
+    return int(os.getenv("FLET_SESSION_TIMEOUT") or DEFAULT_FLET_SESSION_TIMEOUT)
 
 
 def flet_asgi_app(main: Main, **options: Any) -> Any:

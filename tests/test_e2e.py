@@ -1,11 +1,15 @@
 """Two real `counter-service serve` processes on one real Redis, driven by headless clients."""
 
 import asyncio
+import json
+import urllib.request
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import websockets
 from redis.asyncio import Redis
 
 from counter_service.fleet import Fleet, ServerProcess
@@ -140,3 +144,42 @@ async def test_the_embedded_store_serves_one_process(tmp_path: Path, fanout: str
         await asyncio.gather(*(c.session.close() for c in opened))
     finally:
         server.stop()
+
+
+def metrics(server: ServerProcess) -> dict[str, Any]:
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
+        return dict(json.load(response))
+
+
+async def test_clients_leaving_before_registering_are_not_left_online(fleet: Fleet) -> None:
+    server = fleet.servers[0]
+    for _ in range(5):
+        socket = await websockets.connect(server.url.replace("http", "ws") + "/ws")
+        await socket.close()
+    await eventually(lambda: metrics(server)["live_connections"] == 0, WAIT_S, "no one live")
+
+
+async def test_pages_that_vanish_mid_update_leave_the_fanout(fleet: Fleet) -> None:
+    server = fleet.servers[0]
+    sessions = [await HeadlessSession.connect(server.url) for _ in range(30)]
+    for session in sessions:
+        await session.wait_for(lambda s: s.int_value("clicks") is not None, WAIT_S)
+    clicker, leavers = sessions[0], sessions[1:]
+
+    async def click() -> None:
+        for _ in range(200):
+            await clicker.click("increment")
+            await asyncio.sleep(0.002)
+
+    clicking = asyncio.create_task(click())
+    await asyncio.sleep(0.2)
+    for session in leavers:  # no close frame: the server finds out while sending
+        session._ws.transport.abort()
+    await clicking
+    await eventually(lambda: metrics(server)["pages"] == 1, WAIT_S, "only the clicker's page")
+    await clicker.close()
+    await eventually(
+        lambda: (metrics(server)["pages"], metrics(server)["live_connections"]) == (0, 0),
+        WAIT_S,
+        "every page gone",
+    )

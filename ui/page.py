@@ -47,9 +47,9 @@ class CounterPage:
         self.page.on_close = self.on_disconnect
         self.show_latest(reset=False)
         self.page.add(self.layout())
-        # No await between rendering and registering: no update can slip in between.
+        # Rendered, attached and joined before any await: no update can slip in between.
         self.live.attach(self.page)
-        self.fanout.add(self.live)
+        await self.fanout.join(self.live, self.page)
         await self.count(VIEWS)
 
     def layout(self) -> ft.Control:
@@ -91,5 +91,5 @@ class CounterPage:
 
     async def on_connect(self, _event: Any) -> None:
         # Updates were missed while away (maybe even a reset): take the process's view.
-        self.fanout.add(self.live)
+        await self.fanout.join(self.live, self.page)
         self.show_latest(reset=True)
