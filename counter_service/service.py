@@ -10,6 +10,7 @@ import socket
 from collections.abc import Callable
 from types import TracebackType
 
+from counter_service.batching import IncrementBatcher
 from counter_service.coalescer import Coalescer, Deliver, run_flusher
 from counter_service.connections import Connections, connections_for
 from counter_service.events import CounterEvent
@@ -53,6 +54,7 @@ class CounterService:
         self._connections = connections or connections_for(settings)
         names = Names(settings.namespace)
         self._store = CounterStore(self._connections.commands, names)
+        self._increments = IncrementBatcher(self._store)
         self._coalescer = Coalescer()
         self._subscribers: list[Deliver] = []
         self._flusher = BackgroundTask(
@@ -83,6 +85,7 @@ class CounterService:
             await self.presence.stop()
             await self._relay.stop()
             await self._flusher.stop()
+            await self._increments.stop()
         finally:
             await self._connections.aclose()
 
@@ -102,7 +105,7 @@ class CounterService:
         """Add one to counter `name` in one atomic round trip; return its new state."""
         if check_counter_name(name) == ONLINE:
             raise ReservedCounter(f"{ONLINE!r} counts live connections; it is not incremented")
-        return await self._store.incr(name)
+        return await self._increments.incr(name)
 
     def latest(self, name: str) -> CounterEvent:
         """The newest state of counter `name` this process knows (value 0 before any)."""

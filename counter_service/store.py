@@ -27,12 +27,27 @@ class CounterStore:
 
     async def incr(self, name: str, amount: int = 1) -> CounterEvent:
         """Add `amount` to counter `name` and publish the change; return the new state."""
-        check_counter_name(name)
-        if type(amount) is not int or not -_INT64_MAX <= amount <= _INT64_MAX:
-            raise ValueError(f"amount {amount!r} must be a 64-bit integer")
+        keys, args = self._increment_call(name, amount)
+        return _event(name, await self._increment(keys=keys, args=args))
+
+    async def incr_many(self, items: Sequence[tuple[str, int]]) -> list[CounterEvent | Exception]:
+        """Run several increments in one pipelined round trip, each still atomic.
+
+        One result per item, in order: its new state, or the error Redis gave for it."""
+        calls = [self._increment_call(name, amount) for name, amount in items]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._increment(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
+        return [
+            reply if isinstance(reply, Exception) else _event(name, reply)
+            for (name, _), reply in zip(items, replies, strict=True)
+        ]
+
+    def _increment_call(self, name: str, amount: int) -> tuple[list[str], list[str | int]]:
+        check_increment(name, amount)
         keys = [self._names.value(name), self._names.version(name)]
-        reply = await self._increment(keys=keys, args=[self._names.channel, name, amount])
-        return _event(name, reply)
+        return keys, [self._names.channel, name, amount]
 
     async def snapshot(self, names: Iterable[str]) -> list[CounterEvent]:
         """Current value and version of each counter, read atomically in one MGET.
@@ -65,6 +80,13 @@ class CounterStore:
             ONLINE,
         ]
         return _event(ONLINE, await self._presence(keys=keys, args=args))
+
+
+def check_increment(name: str, amount: int) -> None:
+    """Raise `InvalidCounterName` or `ValueError` unless this increment is well-formed."""
+    check_counter_name(name)
+    if type(amount) is not int or not -_INT64_MAX <= amount <= _INT64_MAX:
+        raise ValueError(f"amount {amount!r} must be a 64-bit integer")
 
 
 def _event(name: str, reply: Sequence[Any]) -> CounterEvent:
