@@ -39,8 +39,9 @@ class RedisConnections:
     """Clients for a real Redis server. Commands share a blocking pool of at most
     `max_connections`, so connections stay O(workers) whatever the number of sessions."""
 
-    def __init__(self, url: str, max_connections: int) -> None:
+    def __init__(self, url: str, max_connections: int, name: str = "counter-service") -> None:
         self._url = url
+        self._name = name
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -48,6 +49,7 @@ class RedisConnections:
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=COMMAND_TIMEOUT_S,
             socket_keepalive=True,
+            client_name=f"{name}:commands",
         )
         self._commands = Redis(connection_pool=pool)
 
@@ -64,7 +66,7 @@ class RedisConnections:
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
-            single_connection_client=True,
+            client_name=f"{self._name}:relay",
         )
 
     async def aclose(self) -> None:
@@ -90,8 +92,10 @@ class EmbeddedConnections:
         await self._commands.aclose()
 
 
-def connections_for(settings: Settings) -> Connections:
-    """The real server named by the settings, or the embedded store if none is."""
+def connections_for(settings: Settings, name: str = "counter-service") -> Connections:
+    """The real server named by the settings, or the embedded store if none is.
+
+    `name` labels the connections in Redis's CLIENT LIST (`NAME:commands`, `NAME:relay`)."""
     if settings.redis_url is None:
         return EmbeddedConnections()
-    return RedisConnections(settings.redis_url, settings.max_connections)
+    return RedisConnections(settings.redis_url, settings.max_connections, name)

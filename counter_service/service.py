@@ -51,7 +51,7 @@ class CounterService:
     def __init__(self, settings: Settings, connections: Connections | None = None) -> None:
         self.settings = settings
         self.worker_id = new_worker_id()
-        self._connections = connections or connections_for(settings)
+        self._connections = connections or connections_for(settings, f"cs:{self.worker_id}")
         names = Names(settings.namespace)
         self._store = CounterStore(self._connections.commands, names)
         self._increments = IncrementBatcher(self._store)

@@ -201,3 +201,18 @@ def test_server_loop_lag_is_read_from_a_number_or_a_summary(
     field: object, reading: tuple[float, float] | None
 ) -> None:
     assert lag_reading(field) == reading
+
+
+def test_redis_connection_counts_leave_out_the_load_tests_own() -> None:
+    from counter_service.loadtest.monitors import OWN_NAME, RedisConnections
+
+    sampler = RedisConnections("redis://127.0.0.1:1/0")
+    sampler._record(
+        [
+            {"name": OWN_NAME, "sub": "0", "psub": "0"},
+            {"name": "cs:w1:commands", "sub": "0", "psub": "0"},
+            {"name": "cs:w1:relay", "sub": "1", "psub": "0"},
+            {"name": OWN_NAME, "sub": "0", "psub": "0"},
+        ]
+    )
+    assert (sampler.last_total, sampler.max_total, sampler.max_pubsub) == (2, 2, 1)

@@ -29,11 +29,14 @@ METRICS_TIMEOUT_S = 5.0
 LAG_EVERY_S = 0.1
 LAG_FIELD = "event_loop_lag_ms"
 
+# Names the load test's own Redis connections so it can leave them out of its counts.
+OWN_NAME = "counter-loadtest"
+
 
 async def read_counters(redis_url: str, namespace: str) -> dict[str, int]:
     """The stored value of every page number (a missing key reads as 0)."""
     names = Names(namespace)
-    client = Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S)
+    client = Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, client_name=OWN_NAME)
     try:
         raw = await client.mget([names.value(name) for name in NUMBERS])
     finally:
@@ -49,7 +52,7 @@ async def repeat(every: float, step: Callable[[], Awaitable[bool]]) -> None:
 
 @dataclass
 class RedisConnections:
-    """Max client connections seen by CLIENT LIST, not counting this sampler's own."""
+    """Max client connections seen by CLIENT LIST, not counting the load test's own."""
 
     url: str
     samples: int = 0
@@ -61,7 +64,9 @@ class RedisConnections:
 
     async def step(self) -> bool:
         if self._client is None:
-            self._client = Redis.from_url(self.url, socket_timeout=REDIS_TIMEOUT_S)
+            self._client = Redis.from_url(
+                self.url, socket_timeout=REDIS_TIMEOUT_S, client_name=OWN_NAME
+            )
         try:
             clients = await self._client.client_list()
         except Exception:
@@ -72,9 +77,10 @@ class RedisConnections:
         return True
 
     def _record(self, clients: list[dict[str, Any]]) -> None:
+        clients = [c for c in clients if c.get("name") != OWN_NAME]
         pubsub = sum(1 for c in clients if int(c.get("sub", 0) or 0) + int(c.get("psub", 0) or 0))
         self.samples += 1
-        self.last_total = max(0, len(clients) - 1)  # this sampler is one of them
+        self.last_total = len(clients)
         self.max_total = max(self.max_total, self.last_total)
         self.max_pubsub = max(self.max_pubsub, pubsub)
 
