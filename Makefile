@@ -8,7 +8,7 @@ PORT ?= 8550
 # Two cores here: one test worker per core keeps the end-to-end tests honest.
 TEST_WORKERS ?= 2
 
-.PHONY: all install run test lint fmt typecheck clean
+.PHONY: all install run test lint fmt typecheck loadtest bench clean
 
 all: lint test
 
@@ -26,6 +26,14 @@ run: install
 test: install
 	tools/ensure-redis-server.sh
 	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# A sensible default load: 2 spawned workers, 1,000 sessions; results in reports/.
+LOADTEST_ARGS ?= --spawn 2 --sessions 1000 --ramp 100 --clickers 20 --rate 100 --duration 20
+loadtest: install
+	tools/ensure-redis-server.sh
+	mkdir -p reports
+	$(BIN)/counter-service loadtest $(LOADTEST_ARGS) \
+		--out reports/loadtest.json --plot reports/loadtest.png
 
 lint: install typecheck
 	$(BIN)/ruff check .

@@ -86,6 +86,7 @@ def test_metrics_report_loop_lag_relay_and_pages() -> None:
             "worker",
             "ready",
             "event_loop_lag_ms",
+            "event_loop_lag_histogram",
             "live_connections",
             "pages",
             "relay",

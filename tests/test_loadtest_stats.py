@@ -216,3 +216,16 @@ def test_redis_connection_counts_leave_out_the_load_tests_own() -> None:
         ]
     )
     assert (sampler.last_total, sampler.max_total, sampler.max_pubsub) == (2, 2, 1)
+
+
+def test_phase_lag_diffs_the_histograms_around_the_phase() -> None:
+    from counter_service.loadtest.monitors import phase_lag
+
+    bounds = [10, 100, 1000]
+    ramp = {"le_ms": bounds, "cumulative": [0, 10, 40, 40]}  # ramp: 30 samples of 100-1000 ms
+    start = {"le_ms": bounds, "cumulative": [0, 10, 40, 40]}
+    end = {"le_ms": bounds, "cumulative": [99, 109, 140, 140]}  # clicking: 99 fast, 1 slow
+    readings = [(1.0, ramp), (2.0, start), (9.0, end)]
+    assert phase_lag(readings, 2.0, 9.0) == {"p50_le_ms": 10.0, "p99_le_ms": 10.0, "samples": 100}
+    assert phase_lag(readings, 0.5, 9.0) is None  # no reading before the phase
+    assert phase_lag([(1.0, {"le_ms": bounds})], 0.5, 2.0) is None

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from counter_service.loop_lag import LoopLag
-from counter_service.stats import percentile
+from counter_service.stats import histogram_quantile, percentile
 
 
 def naive_percentile(samples: list[float], p: float) -> float:
@@ -62,3 +62,20 @@ async def test_a_blocked_loop_shows_up_as_lag() -> None:
     finally:
         await lag.stop()
     assert lag.summary_ms()["max"] >= 150
+
+
+def test_the_lag_histogram_is_cumulative_and_answers_threshold_questions() -> None:
+    lag = LoopLag()
+    for ms in (0.5, 3, 3, 80, 100, 101, 20_000):
+        lag.record(ms / 1000)
+    histogram = lag.histogram()
+    bounds, cumulative = histogram["le_ms"], histogram["cumulative"]
+    assert isinstance(bounds, list)
+    assert isinstance(cumulative, list)
+    assert cumulative[-1] == 7
+    assert cumulative[bounds.index(5)] == 3
+    assert cumulative[bounds.index(100)] == 5  # 100 ms itself is "<= 100"
+    assert histogram_quantile(bounds, cumulative, 50) == 100
+    assert histogram_quantile(bounds, cumulative, 80) == 250
+    assert histogram_quantile(bounds, cumulative, 99) == math.inf
+    assert histogram_quantile(bounds, [0] * (len(bounds) + 1), 99) == 0.0

@@ -72,6 +72,7 @@ def add_metrics_route(app: FastAPI, service: CounterService, fanout: Fanout, lag
             "worker": service.worker_id,
             "ready": service.ready,
             "event_loop_lag_ms": lag.summary_ms(),
+            "event_loop_lag_histogram": lag.histogram(),
             "live_connections": service.presence.live,
             "pages": len(fanout),
             "relay": asdict(service.relay_stats),

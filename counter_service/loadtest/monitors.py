@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from counter_service.loadtest.recorder import NUMBERS
 from counter_service.loadtest.targets import http_url
 from counter_service.naming import Names
+from counter_service.stats import histogram_quantile
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ METRICS_EVERY_S = 1.0
 METRICS_TIMEOUT_S = 5.0
 LAG_EVERY_S = 0.1
 LAG_FIELD = "event_loop_lag_ms"
+HISTOGRAM_FIELD = "event_loop_lag_histogram"
 
 # Names the load test's own Redis connections so it can leave them out of its counts.
 OWN_NAME = "counter-loadtest"
@@ -131,6 +133,7 @@ class ServerLag:
     p99_ms: list[float] = field(default_factory=list)
     max_ms: list[float] = field(default_factory=list)
     missed: int = 0
+    histograms: list[tuple[float, Any]] = field(default_factory=list)
 
     async def step(self) -> bool:
         try:
@@ -141,12 +144,36 @@ class ServerLag:
             return True
         reading = lag_reading(body.get(LAG_FIELD)) if isinstance(body, dict) else None
         if code == 200 and reading is not None:
+            if isinstance(body, dict) and HISTOGRAM_FIELD in body:
+                self.histograms.append((time.monotonic(), body[HISTOGRAM_FIELD]))
             self.p99_ms.append(reading[0])
             self.max_ms.append(reading[1])
             self.status = "exposed"
             return True
         self.status = _not_exposed(code, kind, body)
         return False  # polling again would not change the answer
+
+
+def phase_lag(histograms: list[tuple[float, Any]], start: float, end: float) -> Any:
+    """Lag between `start` and `end` from the two cumulative histograms around them:
+    {"p50_le_ms", "p99_le_ms", "samples"} (bucket upper bounds), or None."""
+    before = [h for t, h in histograms if t <= start]
+    after = [h for t, h in histograms if t >= end]
+    if not before or not after:
+        return None
+    first, last = before[-1], after[0]
+    try:
+        bounds = [float(b) for b in last["le_ms"]]
+        delta = [
+            int(b) - int(a) for a, b in zip(first["cumulative"], last["cumulative"], strict=True)
+        ]
+    except (KeyError, TypeError, ValueError):
+        return None  # not the histogram this tool knows
+    return {
+        "p50_le_ms": histogram_quantile(bounds, delta, 50),
+        "p99_le_ms": histogram_quantile(bounds, delta, 99),
+        "samples": delta[-1],
+    }
 
 
 def _not_exposed(code: int, kind: str, body: Any) -> str:

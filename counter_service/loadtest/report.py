@@ -105,8 +105,16 @@ def _lag_line(server: Json) -> str:
     if server["samples"]:
         p99, top = server["event_loop_lag_p99_ms_max"], server["event_loop_lag_max_ms"]
         failed = f" ({server['polls_failed']} polls failed)" if server["polls_failed"] else ""
-        return f"p99 up to {_fmt(p99)} ms, max {_fmt(top)} ms{failed}"
+        whole = f"whole run: p99 up to {_fmt(p99)} ms, max {_fmt(top)} ms{failed}"
+        return _clicking_lag(server) + whole
     return str(server["event_loop_lag"])
+
+
+def _clicking_lag(server: Json) -> str:
+    lag = server.get("event_loop_lag_while_clicking")
+    if lag is None:
+        return ""
+    return f"clicking: p50 <= {_fmt(lag['p50_le_ms'])}, p99 <= {_fmt(lag['p99_le_ms'])} ms; "
 
 
 def latency_table(result: Json) -> Table:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from counter_service.loadtest import accounting, propagation, stats
 from counter_service.loadtest.acks import Ack, acknowledge
 from counter_service.loadtest.history import History
+from counter_service.loadtest.monitors import phase_lag
 from counter_service.loadtest.recorder import NUMBERS, ONLINE
 from counter_service.loadtest.runner import RunRecord
 
@@ -187,6 +188,9 @@ def _servers(record: RunRecord) -> list[Json]:
             "event_loop_lag": s.status,
             "event_loop_lag_p99_ms_max": max(s.p99_ms, default=None),
             "event_loop_lag_max_ms": max(s.max_ms, default=None),
+            "event_loop_lag_while_clicking": phase_lag(
+                s.histograms, record.tally.started_at, record.last_click_at
+            ),
             "samples": len(s.max_ms),
             "polls_failed": s.missed,
         }
