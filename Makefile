@@ -8,14 +8,14 @@ PORT ?= 8550
 # Two cores here: one test worker per core keeps the end-to-end tests honest.
 TEST_WORKERS ?= 2
 
-.PHONY: all install run test lint fmt typecheck loadtest bench clean
+.PHONY: all install run test lint fmt typecheck loadtest bench bench-quick clean
 
 all: lint test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -34,6 +34,15 @@ loadtest: install
 	mkdir -p reports
 	$(BIN)/counter-service loadtest $(LOADTEST_ARGS) \
 		--out reports/loadtest.json --plot reports/loadtest.png
+
+# Every variant (this project and the baselines) in one command, so ratios hold.
+bench: install
+	tools/ensure-redis-server.sh
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+bench-quick: install
+	tools/ensure-redis-server.sh
+	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
 
 lint: install typecheck
 	$(BIN)/ruff check .

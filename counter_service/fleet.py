@@ -203,10 +203,12 @@ class Fleet:
     ) -> None:
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="counter-fleet-"))
         self.redis = RedisProcess(self.log_dir)
-        self.servers = [
-            ServerProcess(self.log_dir, self.redis.url, extra_env=server_env)
-            for _ in range(servers)
-        ]
+        self.server_env = server_env
+        self.servers = [self.new_server() for _ in range(servers)]
+
+    def new_server(self) -> ServerProcess:
+        """One server of the fleet (not started); subclasses serve other apps."""
+        return ServerProcess(self.log_dir, self.redis.url, extra_env=self.server_env)
 
     def start(self) -> Self:
         try:

@@ -81,11 +81,11 @@ class CounterPage:
     async def on_click(self, _event: Any) -> None:
         # Everything this handler changes is pushed by hand; Flet's auto-update would
         # only re-diff the whole page for nothing (about 8% of a worker's CPU per click).
-        ft.context.disable_auto_update()
+        ft.context.disable_auto_update()  # type: ignore[no-untyped-call]  # flet leaves it unannotated
         await self.count(CLICKS)
 
     async def on_route_change(self, _event: Any) -> None:
-        ft.context.disable_auto_update()
+        ft.context.disable_auto_update()  # type: ignore[no-untyped-call]  # flet leaves it unannotated
         await self.count(VIEWS)
 
     async def on_disconnect(self, _event: Any) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: baseline apps (`benchmarks.baselines`) and the harness (`benchmarks.run`)."""

@@ -1,0 +1,153 @@
+"""Run the benchmark scenarios against every variant in one command.
+
+    python -m benchmarks.run [--scenario NAME[,NAME]] [--variants a,b,c,d] [--quick]
+                             [--out FILE.jsonl]
+
+Each scenario starts, for each variant, one fresh redis-server and two server processes,
+runs, stops them by PID, prints a Markdown table and appends one JSON line to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import resource
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from benchmarks import report
+from benchmarks.scenarios import SCENARIOS, Config, Row, applies, redis_script_vs_incr
+from benchmarks.variants import Variant, parse_variants, running_fleet
+
+DEFAULT_OUT = Path("benchmarks/results.jsonl")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument(
+        "--scenario",
+        default="all",
+        help=f"comma-separated, from {', '.join(SCENARIOS)} (default: all)",
+    )
+    parser.add_argument("--variants", default="a,b,c,d", help="comma-separated (default a,b,c,d)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, about two minutes")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON lines appended here")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the servers' log files")
+    return parser
+
+
+def parse_scenarios(text: str) -> list[str]:
+    if text == "all":
+        return list(SCENARIOS)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown scenarios {unknown or text!r}; choose from {', '.join(SCENARIOS)}"
+        )
+    return names
+
+
+async def run_variant(
+    scenario: str, variant: Variant, cfg: Config, keep_logs: bool = False
+) -> list[Row]:
+    """One variant in one scenario, within `cfg.variant_cap_s`; failures become a row."""
+    if not applies(scenario, variant):
+        return [{"note": "not applicable: no Redis (counters live in a shared file)"}]
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(cfg.variant_cap_s), running_fleet(variant, keep_logs) as fleet:
+            rows = await SCENARIOS[scenario](fleet, cfg)
+            problems = fleet.log_problems()
+            if problems["server_tracebacks"] and "server_tracebacks" not in rows[-1]:
+                note = (
+                    f"{problems['server_tracebacks']} errors with tracebacks in the server logs"
+                    f" (opening and closing sessions included); most often:"
+                    f" {problems['top_exception']}"
+                )
+                rows.append({"note": note, **problems})
+            if not all(fleet.running()):
+                tails = "; ".join(f"{k}: {v[-300:]}" for k, v in fleet.log_tails().items())
+                rows.append({"note": f"a server process died: {tails}"})
+            return rows
+    except TimeoutError:
+        return [{"note": f"stopped after the {cfg.variant_cap_s:.0f}s cap"}]
+    except Exception as exc:
+        return [{"note": f"failed after {time.monotonic() - started:.0f}s: {exc!r}"[:400]}]
+
+
+async def run(
+    scenarios: Sequence[str],
+    variants: Sequence[Variant],
+    cfg: Config,
+    out: Path,
+    keep_logs: bool = False,
+) -> None:
+    base = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "-m", "benchmarks.run", *sys.argv[1:]]),
+        "machine": report.machine(),
+        "quick": cfg.fanout_sizes == Config.quick().fanout_sizes,
+    }
+    print(f"machine: {base['machine']}", flush=True)
+    for scenario in scenarios:
+        started = time.monotonic()
+        results: list[tuple[str, dict[str, Any]]] = []
+        record: dict[str, Any] = {**base, "scenario": scenario, "variants": {}}
+        for variant in variants:
+            label = f"({variant.key}) {variant.label}"
+            print(f"[{scenario}] {label} ...", end=" ", flush=True)
+            began = time.monotonic()
+            rows = await run_variant(scenario, variant, cfg, keep_logs)
+            print(f"{time.monotonic() - began:.0f}s", flush=True)
+            record["variants"][variant.key] = rows
+            results += [(label, row) for row in rows]
+        print(f"\n## {scenario} ({time.monotonic() - started:.0f}s)\n")
+        print(report.table(scenario, results), flush=True)
+        if scenario == "throughput":
+            redis_rows = await asyncio.to_thread(redis_script_vs_incr, cfg)
+            record["redis_benchmark"] = redis_rows
+            print("\nredis-benchmark, 50 clients, no pipelining, no subscribers:\n")
+            print(report.table("redis", [("redis", row) for row in redis_rows]), flush=True)
+        record["seconds"] = round(time.monotonic() - started, 1)
+        report.append_json(out, record)
+        print()
+
+
+def _raise_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so that every `finally` stops its processes
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        scenarios = parse_scenarios(args.scenario)
+        variants = parse_variants(args.variants)
+    except ValueError as exc:
+        sys.exit(f"benchmarks.run: {exc}")
+    cfg = Config.quick() if args.quick else Config()
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    raise_fd_limit()
+    started = time.monotonic()
+    # The Socket.IO client logs an error for each connection it closes; nothing is wrong.
+    logging.getLogger("engineio.client").setLevel(logging.CRITICAL)
+    asyncio.run(run(scenarios, variants, cfg, args.out, args.keep_logs))
+    print(f"total {time.monotonic() - started:.0f}s; results appended to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

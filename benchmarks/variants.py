@@ -1,0 +1,195 @@
+"""The four variants, and a fleet of one variant: its redis-server and two server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import aiohttp
+from redis.asyncio import Redis
+
+from benchmarks import procstat
+from benchmarks.baselines import article, naive_flet
+from benchmarks.baselines import socketio as sio_baseline
+from benchmarks.clients import Client, FletClient, SocketIOClient
+from benchmarks.stats import summarize_tracebacks
+from counter_service.fleet import HOST, Fleet, ServerProcess
+from counter_service.naming import Names
+from counter_service.settings import DEFAULT_NAMESPACE
+
+CONNECT_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+    label: str
+    protocol: str
+    """`flet` (headless Flet sessions) or `socketio`."""
+    uses_redis: bool
+    has_online: bool
+
+
+VARIANTS = {
+    "a": Variant("a", "counter-service", "flet", uses_redis=True, has_online=True),
+    "b": Variant("b", "article (file)", "flet", uses_redis=False, has_online=False),
+    "c": Variant("c", "naive Flet+Redis", "flet", uses_redis=True, has_online=False),
+    "d": Variant("d", "socket.io+Redis", "socketio", uses_redis=True, has_online=False),
+}
+
+
+def parse_variants(text: str) -> list[Variant]:
+    """`a,b,c,d` (any subset, any order) to variants; ValueError naming unknown ones."""
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in VARIANTS]
+    if unknown or not keys:
+        raise ValueError(f"unknown variants {unknown or text!r}; choose from a,b,c,d")
+    return [VARIANTS[k] for k in dict.fromkeys(keys)]
+
+
+class BaselineProcess(ServerProcess):
+    """A baseline server (`python -m benchmarks.baselines.NAME`); ready once it listens
+    (uvicorn binds after its lifespan startup has finished)."""
+
+    def __init__(self, log_dir: Path, module: str, args: list[str]) -> None:
+        super().__init__(log_dir, None, args=args)
+        self.module = module
+        self.name = f"{module.rsplit('.', 1)[-1]}-{self.port}"
+
+    def start(self) -> Self:
+        argv = [sys.executable, "-m", self.module, "--host", HOST, "--port", str(self.port)]
+        self._spawn([*argv, *self.args])
+        self._wait_until(self.ready, "listening")
+        return self
+
+    def ready(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+
+def counter_key(variant: Variant, name: str) -> str:
+    """The Redis key holding counter `name` in a variant that keeps it in Redis."""
+    if variant.key == "a":
+        return Names(DEFAULT_NAMESPACE).value(name)
+    if variant.key == "c":
+        return naive_flet.key(name)
+    return sio_baseline.PREFIX + name
+
+
+class VariantFleet(Fleet):
+    """A fresh redis-server and two server processes of one variant, stopped by PID."""
+
+    def __init__(self, variant: Variant, servers: int = 2) -> None:
+        self.variant = variant
+        log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{variant.key}-"))
+        self.file_base = log_dir / "counter"
+        super().__init__(servers, log_dir=log_dir)
+        self._redis_client: Redis | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    def new_server(self) -> ServerProcess:
+        key = self.variant.key
+        if key == "a":
+            return ServerProcess(self.log_dir, self.redis.url, args=["--log-level", "warning"])
+        if key == "b":
+            return BaselineProcess(self.log_dir, article.__name__, ["--file", str(self.file_base)])
+        module = naive_flet.__name__ if key == "c" else sio_baseline.__name__
+        return BaselineProcess(self.log_dir, module, ["--redis-url", self.redis.url])
+
+    @property
+    def server_pids(self) -> list[int]:
+        return [s.pid for s in self.servers if s.pid is not None]
+
+    @property
+    def redis_pid(self) -> int | None:
+        return self.redis.pid
+
+    def cpu(self) -> tuple[dict[int, float], dict[int, float]]:
+        """CPU snapshots of the server processes and of the redis-server."""
+        redis = [] if self.redis_pid is None else [self.redis_pid]
+        return procstat.snapshot(self.server_pids), procstat.snapshot(redis)
+
+    def running(self) -> list[bool]:
+        return [s.running for s in self.servers]
+
+    def log_tails(self, lines: int = 5) -> dict[str, str]:
+        return {s.name: s.log_tail(lines) for s in self.servers}
+
+    def log_problems(self) -> dict[str, Any]:
+        """Tracebacks in the server logs so far, and the most frequent exception."""
+        text = "\n".join(s.log_tail(10**9) for s in self.servers)
+        count, exception, first = summarize_tracebacks(text)
+        return {"server_tracebacks": count, "top_exception": exception, "first_traceback": first}
+
+    @property
+    def redis_client(self) -> Redis:
+        if self._redis_client is None:
+            self._redis_client = Redis.from_url(self.redis.url, decode_responses=True)
+        return self._redis_client
+
+    async def read_counter(self, name: str) -> int:
+        """The counter's value in the variant's store (Redis key, or the shared file)."""
+        if self.variant.key == "b":
+            return article.get_count(article.counter_path(self.file_base, name))
+        return int(await self.redis_client.get(counter_key(self.variant, name)) or 0)
+
+    async def redis_connections(self) -> int:
+        """Clients connected to this fleet's redis-server, not counting the harness's own."""
+        return len(await self.redis_client.client_list()) - 1
+
+    async def open_client(self, server: int) -> Client:
+        url = self.servers[server].url
+        if self.variant.protocol == "socketio":
+            if self._http is None:
+                self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            return await SocketIOClient.open(server, url, CONNECT_TIMEOUT_S, self._http)
+        return await FletClient.open(server, url, CONNECT_TIMEOUT_S)
+
+    async def aclose(self) -> None:
+        if self._redis_client is not None:
+            await self._redis_client.aclose()
+            self._redis_client = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(variant: Variant, keep_logs: bool = False) -> AsyncIterator[VariantFleet]:
+    """Start a fleet (in a thread: starting blocks), yield it, always stop it; its log
+    directory is removed unless `keep_logs`."""
+    fleet = VariantFleet(variant)
+    try:
+        await asyncio.to_thread(fleet.start)
+        yield fleet
+    finally:
+        try:
+            await fleet.aclose()
+        finally:
+            await asyncio.to_thread(fleet.stop)
+            if keep_logs:
+                print(f"logs of ({variant.key}) kept in {fleet.log_dir}", flush=True)
+            else:
+                shutil.rmtree(fleet.log_dir, ignore_errors=True)
+
+
+async def close_all(clients: Sequence[Client], timeout: float = 30.0) -> None:
+    """Close clients concurrently, giving up after `timeout` (the servers stop anyway)."""
+    if not clients:
+        return
+    tasks = [asyncio.ensure_future(c.close()) for c in clients]
+    _done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
