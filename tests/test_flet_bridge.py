@@ -1,12 +1,14 @@
 """The direct fan-out leans on Flet internals; these tests fail loudly if an upgrade
 changes them (patch format, message body, dirty tracking)."""
 
+import inspect
 from types import SimpleNamespace
 from typing import Any
 
 import flet as ft
 import msgpack
 import pytest
+from flet.controls import base_control
 from flet.controls.base_control import BaseControl
 from flet.controls.object_patch import ObjectPatch
 from flet.messaging.protocol import (
@@ -17,7 +19,7 @@ from flet.messaging.protocol import (
 )
 
 from counter_service import CounterEvent, CounterUpdate
-from counter_service.flet_bridge import Fanout, LiveNumbers, value_patch
+from counter_service.flet_bridge import Fanout, LiveNumbers, cache_event_types, value_patch
 
 ENCODE = configure_encode_object_for_msgpack(BaseControl)
 
@@ -126,3 +128,55 @@ def test_each_counter_patches_its_own_text(name: str) -> None:
     attached(LiveNumbers(texts), connection).show(CounterUpdate(CounterEvent(name, 3, 1)))
     assert texts[name].value == "3"
     assert [t.value for n, t in texts.items() if n != name] == ["0"]
+
+
+def test_flet_still_resolves_event_types_through_the_cached_function() -> None:
+    source = inspect.getsource(BaseControl._trigger_event)
+    assert "get_event_field_type(self, field_name)" in source
+
+
+@pytest.mark.parametrize(
+    ("control", "field"),
+    [
+        (ft.Button(content="x"), "on_click"),
+        (ft.Text("x"), "on_tap"),
+        (ft.Column(), "on_scroll"),
+    ],
+)
+def test_cached_event_types_match_flets_own(control: BaseControl, field: str) -> None:
+    original = _original_event_type_function()
+    cache_event_types()
+    cached = base_control.get_event_field_type  # type: ignore[attr-defined]  # patched name
+    assert cached is not original
+    assert cached(control, field) == original(control, field) is not None
+
+
+def test_page_events_resolve_to_flets_types_once_cached() -> None:
+    original = _original_event_type_function()
+    cache_event_types()
+    cached = base_control.get_event_field_type  # type: ignore[attr-defined]  # patched name
+    page_class = ft.Page
+    fake_page = object.__new__(page_class)
+    for field in ("on_route_change", "on_connect", "on_disconnect", "on_close"):
+        assert cached(fake_page, field) == original(fake_page, field) is not None, field
+
+
+def test_the_cache_asks_flet_once_per_class_and_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def counting(control: Any, field_name: str) -> Any:
+        calls.append(field_name)
+        return ft.ControlEvent
+
+    monkeypatch.setattr(base_control, "get_event_field_type", counting)
+    cache_event_types()
+    cache_event_types()  # idempotent: not a cache of a cache
+    for _ in range(3):
+        base_control.get_event_field_type(ft.Button(content="x"), "on_click")  # type: ignore[attr-defined]  # patched name
+    assert calls == ["on_click"]
+
+
+def _original_event_type_function() -> Any:
+    from flet.controls.control_event import get_event_field_type
+
+    return get_event_field_type
