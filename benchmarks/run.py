@@ -1,6 +1,6 @@
 """Run the benchmark scenarios against every variant in one command.
 
-    python -m benchmarks.run [--scenario NAME[,NAME]] [--variants a,b,c,d] [--quick]
+    python -m benchmarks.run [--scenario NAME[,NAME]] [--variants a,u,b,c,d] [--quick]
                              [--out FILE.jsonl]
 
 Each scenario starts, for each variant, one fresh redis-server and two server processes,
@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="all",
         help=f"comma-separated, from {', '.join(SCENARIOS)} (default: all)",
     )
-    parser.add_argument("--variants", default="a,b,c,d", help="comma-separated (default a,b,c,d)")
+    parser.add_argument(
+        "--variants", default="a,u,b,c,d", help="comma-separated (default a,u,b,c,d)"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, about two minutes")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON lines appended here")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' log files")

@@ -40,18 +40,24 @@ class Variant:
 
 VARIANTS = {
     "a": Variant("a", "counter-service", "flet", uses_redis=True, has_online=True),
+    # (a) with Flet's generic control.update() instead of direct patches: the reference
+    # that shows what the direct fan-out path is worth, measured in the same run.
+    "u": Variant("u", "counter-service, update()", "flet", uses_redis=True, has_online=True),
     "b": Variant("b", "article (file)", "flet", uses_redis=False, has_online=False),
     "c": Variant("c", "naive Flet+Redis", "flet", uses_redis=True, has_online=False),
     "d": Variant("d", "socket.io+Redis", "socketio", uses_redis=True, has_online=False),
 }
 
 
+OURS = ("a", "u")
+
+
 def parse_variants(text: str) -> list[Variant]:
-    """`a,b,c,d` (any subset, any order) to variants; ValueError naming unknown ones."""
+    """`a,u,b,c,d` (any subset, any order) to variants; ValueError naming unknown ones."""
     keys = [k.strip() for k in text.split(",") if k.strip()]
     unknown = [k for k in keys if k not in VARIANTS]
     if unknown or not keys:
-        raise ValueError(f"unknown variants {unknown or text!r}; choose from a,b,c,d")
+        raise ValueError(f"unknown variants {unknown or text!r}; choose from {','.join(VARIANTS)}")
     return [VARIANTS[k] for k in dict.fromkeys(keys)]
 
 
@@ -80,7 +86,7 @@ class BaselineProcess(ServerProcess):
 
 def counter_key(variant: Variant, name: str) -> str:
     """The Redis key holding counter `name` in a variant that keeps it in Redis."""
-    if variant.key == "a":
+    if variant.key in OURS:
         return Names(DEFAULT_NAMESPACE).value(name)
     if variant.key == "c":
         return naive_flet.key(name)
@@ -100,8 +106,10 @@ class VariantFleet(Fleet):
 
     def new_server(self) -> ServerProcess:
         key = self.variant.key
-        if key == "a":
-            return ServerProcess(self.log_dir, self.redis.url, args=["--log-level", "warning"])
+        if key in OURS:
+            fanout = "update" if key == "u" else "direct"
+            args = ["--log-level", "warning", "--fanout", fanout]
+            return ServerProcess(self.log_dir, self.redis.url, args=args)
         if key == "b":
             return BaselineProcess(self.log_dir, article.__name__, ["--file", str(self.file_base)])
         module = naive_flet.__name__ if key == "c" else sio_baseline.__name__

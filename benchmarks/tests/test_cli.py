@@ -22,7 +22,7 @@ def test_parse_variants_keeps_order_and_drops_repeats() -> None:
 
 def test_defaults_and_quick() -> None:
     args = build_parser().parse_args([])
-    assert (args.scenario, args.variants, args.quick) == ("all", "a,b,c,d", False)
+    assert (args.scenario, args.variants, args.quick) == ("all", "a,u,b,c,d", False)
     assert Config.quick().fanout_sizes == (100,)
     assert Config().fanout_sizes == (100, 500, 1000)
     assert Config().scaling_sizes == (100, 250, 500, 1000)
