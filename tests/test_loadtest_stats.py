@@ -226,6 +226,18 @@ def test_phase_lag_diffs_the_histograms_around_the_phase() -> None:
     start = {"le_ms": bounds, "cumulative": [0, 10, 40, 40]}
     end = {"le_ms": bounds, "cumulative": [99, 109, 140, 140]}  # clicking: 99 fast, 1 slow
     readings = [(1.0, ramp), (2.0, start), (9.0, end)]
-    assert phase_lag(readings, 2.0, 9.0) == {"p50_le_ms": 10.0, "p99_le_ms": 10.0, "samples": 100}
-    assert phase_lag(readings, 0.5, 9.0) is None  # no reading before the phase
+    assert phase_lag(readings, 2.0, 9.0) == {
+        "p50_le_ms": 10.0,
+        "p99_le_ms": 10.0,
+        "samples": 100,
+        "window_s": 7.0,
+    }
+    # No reading before the phase: from the first one inside it, and it says how long.
+    assert phase_lag(readings[1:], 1.5, 9.0) == {
+        "p50_le_ms": 10.0,
+        "p99_le_ms": 10.0,
+        "samples": 100,
+        "window_s": 7.0,
+    }
+    assert phase_lag(readings, 9.5, 12.0) is None  # nothing read after the phase began
     assert phase_lag([(1.0, {"le_ms": bounds})], 0.5, 2.0) is None

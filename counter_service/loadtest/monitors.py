@@ -155,13 +155,14 @@ class ServerLag:
 
 
 def phase_lag(histograms: list[tuple[float, Any]], start: float, end: float) -> Any:
-    """Lag between `start` and `end` from the two cumulative histograms around them:
-    {"p50_le_ms", "p99_le_ms", "samples"} (bucket upper bounds), or None."""
-    before = [h for t, h in histograms if t <= start]
-    after = [h for t, h in histograms if t >= end]
-    if not before or not after:
+    """Lag between `start` and `end` from the cumulative histograms read closest around
+    them (inside the phase when a poll was missed): {"p50_le_ms", "p99_le_ms", "samples",
+    "window_s"} with bucket upper bounds, or None without two readings that overlap it."""
+    before = [(t, h) for t, h in histograms if t <= start] or histograms[:1]
+    after = [(t, h) for t, h in histograms if t >= end] or histograms[-1:]
+    if not before or not after or after[0][0] <= before[-1][0] or after[0][0] <= start:
         return None
-    first, last = before[-1], after[0]
+    (opened, first), (closed, last) = before[-1], after[0]
     try:
         bounds = [float(b) for b in last["le_ms"]]
         delta = [
@@ -173,6 +174,7 @@ def phase_lag(histograms: list[tuple[float, Any]], start: float, end: float) -> 
         "p50_le_ms": histogram_quantile(bounds, delta, 50),
         "p99_le_ms": histogram_quantile(bounds, delta, 99),
         "samples": delta[-1],
+        "window_s": round(min(closed, end) - max(opened, start), 3),
     }
 
 

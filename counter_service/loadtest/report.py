@@ -114,7 +114,10 @@ def _clicking_lag(server: Json) -> str:
     lag = server.get("event_loop_lag_while_clicking")
     if lag is None:
         return ""
-    return f"clicking: p50 <= {_fmt(lag['p50_le_ms'])}, p99 <= {_fmt(lag['p99_le_ms'])} ms; "
+    covered = f" ({lag['window_s']:.0f} s)" if "window_s" in lag else ""
+    return (
+        f"clicking{covered}: p50 <= {_fmt(lag['p50_le_ms'])}, p99 <= {_fmt(lag['p99_le_ms'])} ms; "
+    )
 
 
 def latency_table(result: Json) -> Table:
