@@ -243,15 +243,15 @@ def _milli(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1e3
 
 
-async def _delivery_sweep(
+async def _sweep(
     fleet: VariantFleet,
     cfg: Config,
     sizes: Sequence[int],
-    clicks: Callable[[int], int],
-    extra: Callable[[Row], None] = lambda row: None,
+    measure: Callable[[Sessions, int], Awaitable[Row]],
 ) -> list[Row]:
-    """Grow the sessions through `sizes`; at each size, settle and measure broadcasts.
-    When a size cannot be opened in time, measure once more at the number reached."""
+    """Grow the sessions through `sizes` and add `measure`'s row at each size reached (at
+    least 10% more than last measured). When a size cannot be opened in time, the number
+    reached is measured and a row says where it stopped."""
     sessions = Sessions(fleet)
     rows: list[Row] = []
     measured = 0
@@ -260,12 +260,7 @@ async def _delivery_sweep(
             complete = await sessions.grow(size, cfg.open_budget_s)
             reached = len(sessions.clients)
             if reached >= 1.1 * measured and reached > 0:
-                settled = await settle(fleet, cfg.settle_cap_s)
-                run = await measure_broadcasts(fleet, sessions.clients, clicks(reached), cfg)
-                row = _delivery_row(reached, run, sessions)
-                row["settle_s"] = round(settled, 1)
-                extra(row)
-                rows.append(row)
+                rows.append(await measure(sessions, reached))
                 measured = reached
             if not complete:
                 rows.append(_cut_short(sessions, size))
@@ -273,6 +268,26 @@ async def _delivery_sweep(
     finally:
         await sessions.close()
     return rows
+
+
+async def _delivery_sweep(
+    fleet: VariantFleet,
+    cfg: Config,
+    sizes: Sequence[int],
+    clicks: Callable[[int], int],
+    extra: Callable[[Row], None] = lambda row: None,
+) -> list[Row]:
+    """At each size of `sizes`, settle and measure broadcasts."""
+
+    async def measure(sessions: Sessions, reached: int) -> Row:
+        settled = await settle(fleet, cfg.settle_cap_s)
+        run = await measure_broadcasts(fleet, sessions.clients, clicks(reached), cfg)
+        row = _delivery_row(reached, run, sessions)
+        row["settle_s"] = round(settled, 1)
+        extra(row)
+        return row
+
+    return await _sweep(fleet, cfg, sizes, measure)
 
 
 async def fanout(fleet: VariantFleet, cfg: Config) -> list[Row]:
@@ -299,28 +314,19 @@ async def scaling(fleet: VariantFleet, cfg: Config) -> list[Row]:
 
 async def connections(fleet: VariantFleet, cfg: Config) -> list[Row]:
     """Redis connections (CLIENT LIST, without the harness's own) at S sessions."""
-    sessions = Sessions(fleet)
     await settle(fleet, cfg.settle_cap_s)
-    rows: list[Row] = [{"sessions": 0, "redis_connections": await fleet.redis_connections()}]
-    measured = 0
-    try:
-        for size in cfg.connection_sizes:
-            complete = await sessions.grow(size, cfg.open_budget_s)
-            reached = len(sessions.clients)
-            if reached >= 1.1 * measured and reached > 0:
-                await settle(fleet, cfg.settle_cap_s)
-                count = await fleet.redis_connections()
-                per_session = round(count / reached, 2)
-                rows.append(
-                    {"sessions": reached, "redis_connections": count, "per_session": per_session}
-                )
-                measured = reached
-            if not complete:
-                rows.append(_cut_short(sessions, size))
-                break
-    finally:
-        await sessions.close()
-    return rows
+    idle: Row = {"sessions": 0, "redis_connections": await fleet.redis_connections()}
+
+    async def measure(_sessions: Sessions, reached: int) -> Row:
+        await settle(fleet, cfg.settle_cap_s)
+        count = await fleet.redis_connections()
+        return {
+            "sessions": reached,
+            "redis_connections": count,
+            "per_session": round(count / reached, 2),
+        }
+
+    return [idle, *await _sweep(fleet, cfg, cfg.connection_sizes, measure)]
 
 
 async def lost(fleet: VariantFleet, cfg: Config) -> list[Row]:
