@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any
 
 import flet as ft
 import flet_web.fastapi as flet_fastapi
@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 Main = Callable[[ft.Page], Awaitable[None]]
 # The module whose global `get_event_field_type` BaseControl._trigger_event calls.
 _EVENTS: Any = base_control
-FanoutMode = Literal["direct", "update"]
 
 
 def value_patch(value: str) -> list[Any]:
