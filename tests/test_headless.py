@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from counter_service.fleet import free_port
 from counter_service.headless import (
     ControlTree,
     FletError,
@@ -24,13 +24,6 @@ from counter_service.headless import (
 
 APP_DIR = Path(__file__).parent
 STEP = 15.0  # generous per-step limit: only reached when something is broken
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until_http_answers(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
