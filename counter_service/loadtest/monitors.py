@@ -20,6 +20,7 @@ from counter_service.loadtest.recorder import NUMBERS
 from counter_service.loadtest.targets import http_url
 from counter_service.naming import Names
 from counter_service.stats import histogram_quantile
+from counter_service.store import CounterStore
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +38,12 @@ OWN_NAME = "counter-loadtest"
 
 async def read_counters(redis_url: str, namespace: str) -> dict[str, int]:
     """The stored value of every page number (a missing key reads as 0)."""
-    names = Names(namespace)
     client = Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, client_name=OWN_NAME)
     try:
-        raw = await client.mget([names.value(name) for name in NUMBERS])
+        events = await CounterStore(client, Names(namespace)).snapshot(NUMBERS)
     finally:
         await client.aclose()
-    return {name: int(value or 0) for name, value in zip(NUMBERS, raw, strict=True)}
+    return {event.name: event.value for event in events}
 
 
 async def repeat(every: float, step: Callable[[], Awaitable[bool]]) -> None:
