@@ -3,9 +3,10 @@
 Fan-out is the hot path: one coalesced update must reach every session of the process.
 Flet's generic route (a hub task per session, then `control.update()` diffing the
 control) costs several times what the message itself does. A number Text changes in
-exactly one way, so `Fanout` sends Flet's own patch for it, built once per update,
-straight to each session's connection, and leaves Flet's model as `update()` would
-(value set, dirty flag cleared). tests/test_flet_bridge.py pins this to Flet's differ.
+exactly one way, so `Fanout` sends Flet's own one-field patch for it (a small message per
+session: only the control id differs) straight to each session's connection, and leaves
+Flet's model as `update()` would (value set, dirty flag cleared).
+tests/test_flet_bridge.py pins this to Flet's differ.
 """
 
 from __future__ import annotations
