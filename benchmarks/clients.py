@@ -16,7 +16,7 @@ import aiohttp
 import socketio  # type: ignore[import-untyped, unused-ignore]
 
 from benchmarks.stats import parse_int
-from counter_service.headless import HeadlessSession
+from counter_service.devtools.headless import HeadlessSession
 
 Listener = Callable[["Client", str, int, float], None]
 KEYS = ("views", "clicks", "online")

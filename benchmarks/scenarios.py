@@ -32,9 +32,9 @@ from benchmarks.stats import (
     summarize_broadcasts,
 )
 from benchmarks.variants import Variant, VariantFleet, close_all
-from counter_service.fleet import HOST, RedisProcess
-from counter_service.naming import Names
-from counter_service.scripts import INCREMENT
+from counter_service.devtools.fleet import HOST, RedisProcess
+from counter_service.names import Names
+from counter_service.redis.scripts import INCREMENT
 
 Row = dict[str, Any]
 OPEN_CONCURRENCY = 50

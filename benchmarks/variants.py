@@ -21,8 +21,8 @@ from benchmarks.baselines import article, naive_flet
 from benchmarks.baselines import socketio as sio_baseline
 from benchmarks.clients import Client, FletClient, SocketIOClient
 from benchmarks.stats import summarize_tracebacks
-from counter_service.fleet import HOST, Fleet, ServerProcess
-from counter_service.naming import Names
+from counter_service.devtools.fleet import HOST, Fleet, ServerProcess
+from counter_service.names import Names
 from counter_service.settings import DEFAULT_NAMESPACE
 
 CONNECT_TIMEOUT_S = 15.0

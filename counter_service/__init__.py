@@ -1,10 +1,10 @@
 """Atomic Redis counters with live cross-process updates for Flet web apps."""
 
 from counter_service.events import CounterEvent, InvalidEvent, parse_event
-from counter_service.naming import InvalidCounterName, Names
+from counter_service.names import InvalidCounterName, Names
+from counter_service.redis.store import ONLINE
 from counter_service.service import CLICKS, COUNTERS, VIEWS, CounterService, ReservedCounter
 from counter_service.settings import Settings, SettingsError
-from counter_service.store import ONLINE
 from counter_service.versions import CounterUpdate, LatestValues
 
 __all__ = [

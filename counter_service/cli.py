@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from counter_service import loadtest
+from counter_service.devtools import loadtest
 from counter_service.settings import Settings, SettingsError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

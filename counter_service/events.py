@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from counter_service.naming import COUNTER_NAME_RE
+from counter_service.names import COUNTER_NAME_RE
 
 # Redis integers are signed 64-bit.
 _INT64_MAX = 2**63 - 1

@@ -12,7 +12,7 @@ import contextlib
 import logging
 
 from counter_service.backoff import Backoff
-from counter_service.store import CounterStore
+from counter_service.redis.store import CounterStore
 from counter_service.tasks import BackgroundTask
 
 logger = logging.getLogger(__name__)

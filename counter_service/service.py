@@ -10,15 +10,15 @@ import socket
 from collections.abc import Callable
 from types import TracebackType
 
-from counter_service.batching import IncrementBatcher
 from counter_service.coalescer import Coalescer, Deliver, run_flusher
-from counter_service.connections import Connections, connections_for
 from counter_service.events import CounterEvent
-from counter_service.naming import Names, check_counter_name
+from counter_service.names import Names, check_counter_name
 from counter_service.presence import Presence
-from counter_service.relay import Relay, RelayStats
+from counter_service.pubsub.relay import Relay, RelayStats
+from counter_service.redis.batching import IncrementBatcher
+from counter_service.redis.connections import Connections, connections_for
+from counter_service.redis.store import ONLINE, CounterStore
 from counter_service.settings import Settings
-from counter_service.store import ONLINE, CounterStore
 from counter_service.tasks import BackgroundTask
 from counter_service.versions import CounterUpdate
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from counter_service.fleet import RedisProcess
+from counter_service.devtools.fleet import RedisProcess
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from counter_service import CounterService, Settings
-from counter_service.asgi import CountWebsockets
-from counter_service.flet_bridge import Fanout, flet_asgi_app, flet_sessions
+from counter_service.flet.bridge import Fanout, flet_asgi_app, flet_sessions
+from counter_service.flet.websockets import CountWebsockets
 from counter_service.loop_lag import LoopLag
 from ui.page import build_main
 

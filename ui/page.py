@@ -9,7 +9,7 @@ import flet as ft
 from redis.exceptions import RedisError
 
 from counter_service import CLICKS, COUNTERS, ONLINE, VIEWS, CounterService, CounterUpdate
-from counter_service.flet_bridge import Fanout, LiveNumbers, Main
+from counter_service.flet.bridge import Fanout, LiveNumbers, Main
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Test and load tooling, apart from the library: headless Flet client, local fleet, load tester."""

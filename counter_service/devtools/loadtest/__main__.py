@@ -1,0 +1,5 @@
+import sys
+
+from counter_service.devtools.loadtest.cli import main
+
+sys.exit(main())

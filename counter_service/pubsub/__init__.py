@@ -1,0 +1,1 @@
+"""Redis pub/sub: one subscription per process and what rides on it."""
