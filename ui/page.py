@@ -36,6 +36,7 @@ class CounterPage:
         self.numbers = {name: ft.Text(key=name, value="0", size=40) for name in COUNTERS}
         self.live = LiveNumbers(self.numbers, direct=service.settings.fanout == "direct")
         self.status = ft.Text(key="status", value="")
+        self.replica = ft.Text(key="replica", value=service.worker_id)
         self.button = ft.Button(key="increment", content="Add a click", on_click=self.on_click)
 
     async def mount(self) -> None:
@@ -57,7 +58,9 @@ class CounterPage:
             ft.Column([ft.Text(LABELS[name]), self.numbers[name]], key=f"{name}-card")
             for name in COUNTERS
         ]
-        return ft.Column([ft.Row(cards, spacing=48), self.button, self.status], spacing=24)
+        return ft.Column(
+            [ft.Row(cards, spacing=48), self.button, self.status, self.replica], spacing=24
+        )
 
     def show_latest(self, *, reset: bool) -> None:
         for name in COUNTERS:
