@@ -17,9 +17,10 @@ import socketio  # type: ignore[import-untyped, unused-ignore]
 
 from benchmarks.stats import parse_int
 from counter_service.devtools.headless import HeadlessSession
+from ui.contract import BUTTON, CLICKS, COUNTERS, VIEWS
 
 Listener = Callable[["Client", str, int, float], None]
-KEYS = ("views", "clicks", "online")
+KEYS = COUNTERS
 
 
 class Client:
@@ -85,7 +86,7 @@ class FletClient(Client):
         session = await HeadlessSession.connect(url, timeout=timeout)
         client = cls(server, session)
         try:
-            ready = await client.wait_until(lambda c: "clicks" in c.values, timeout)
+            ready = await client.wait_until(lambda c: CLICKS in c.values, timeout)
             if not ready:
                 raise TimeoutError(f"no clicks counter shown within {timeout}s on {url}")
         except BaseException:
@@ -99,7 +100,7 @@ class FletClient(Client):
             self.observe(key, number, at)
 
     async def click(self) -> None:
-        await self.session.click("increment")
+        await self.session.click(BUTTON)
 
     async def close(self) -> None:
         await self.session.close()
@@ -111,7 +112,7 @@ class SocketIOClient(Client):
     def __init__(self, server: int, http: aiohttp.ClientSession) -> None:
         super().__init__(server)
         self.sio = socketio.AsyncClient(reconnection=False, http_session=http)
-        for key in ("views", "clicks"):
+        for key in (VIEWS, CLICKS):
             self.sio.on(key, self._handler(key))
 
     def _handler(self, key: str) -> Callable[[Any], None]:
@@ -129,7 +130,7 @@ class SocketIOClient(Client):
         client = cls(server, http)
         try:
             await client.sio.connect(url, transports=["websocket"], wait_timeout=timeout)
-            if not await client.wait_until(lambda c: "clicks" in c.values, timeout):
+            if not await client.wait_until(lambda c: CLICKS in c.values, timeout):
                 raise TimeoutError(f"no clicks value received within {timeout}s from {url}")
         except BaseException:
             await client.close()

@@ -1,7 +1,7 @@
 """Microbenchmark: cost of handing one value patch to Flet's `FletApp.send_message`.
 
 Compares a plain `Message(MessageAction.PATCH_CONTROL, body)` (what Flet itself builds)
-with `counter_service.flet.bridge._ValuePatch` (int action, constant repr), in the same
+with `counter_service.flet.internals._ValuePatch` (int action, constant repr), in the same
 process, alternating, best of 5 repeats each. The queue is a no-op, so this measures
 only the encoding and bookkeeping that precede the websocket send.
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from flet.messaging.protocol import Message, MessageAction
 from flet_web.fastapi.flet_app import FletApp
 
-from counter_service.flet.bridge import _ValuePatch, value_patch
+from counter_service.flet.internals import _ValuePatch, value_patch
 
 N = 200_000
 

@@ -35,6 +35,7 @@ from benchmarks.variants import Variant, VariantFleet, close_all
 from counter_service.devtools.fleet import HOST, RedisProcess
 from counter_service.names import Names
 from counter_service.redis.scripts import INCREMENT
+from ui.contract import CLICKS
 
 Row = dict[str, Any]
 OPEN_CONCURRENCY = 50
@@ -170,12 +171,12 @@ async def measure_broadcasts(
 async def _one_broadcast(
     fleet: VariantFleet, clients: Sequence[Client], cfg: Config, run: BroadcastRun
 ) -> None:
-    target = await fleet.read_counter("clicks") + 1
+    target = await fleet.read_counter(CLICKS) + 1
     arrivals: dict[int, float] = {}
     everyone = asyncio.Event()
 
     def listen(client: Client, key: str, value: int, at: float) -> None:
-        if key == "clicks" and value >= target and id(client) not in arrivals:
+        if key == CLICKS and value >= target and id(client) not in arrivals:
             arrivals[id(client)] = at
             if len(arrivals) == len(clients):
                 everyone.set()
@@ -339,14 +340,13 @@ async def lost(fleet: VariantFleet, cfg: Config) -> list[Row]:
         await settle(fleet, cfg.settle_cap_s)
         for client in sessions.clients:
             client.decreases.clear()
-        initial = await fleet.read_counter("clicks")
+        initial = await fleet.read_counter(CLICKS)
         started = time.monotonic()
         await asyncio.gather(*(_click_burst(c, cfg.lost_increments) for c in sessions.clients))
         sent_s = time.monotonic() - started
         end = await _wait_converged(fleet, sessions.clients, cfg)
         shown = [
-            Shown(c.server, c.shown("clicks"), c.decreases.get("clicks", 0))
-            for c in sessions.clients
+            Shown(c.server, c.shown(CLICKS), c.decreases.get(CLICKS, 0)) for c in sessions.clients
         ]
         increments = cfg.lost_increments * len(sessions.clients)
         row = account_lost(initial, increments, end.final, shown, len(fleet.servers))
@@ -389,7 +389,7 @@ async def _wait_converged(
         before = procstat.snapshot(fleet.server_pids)
         await asyncio.sleep(window_s)
         busy = procstat.used(before, procstat.snapshot(fleet.server_pids))
-        state = (await fleet.read_counter("clicks"), tuple(c.shown("clicks") for c in clients))
+        state = (await fleet.read_counter(CLICKS), tuple(c.shown(CLICKS) for c in clients))
         if all(value == state[0] for value in state[1]):
             all_shown = time.monotonic() - started if all_shown is None else all_shown
         else:
@@ -397,8 +397,8 @@ async def _wait_converged(
         if state == seen and busy < 0.1 * window_s:
             break
         seen = state
-    final = await fleet.read_counter("clicks")
-    if any(c.shown("clicks") != final for c in clients):
+    final = await fleet.read_counter(CLICKS)
+    if any(c.shown(CLICKS) != final for c in clients):
         all_shown = None
     return Converged(final, all_shown)
 
@@ -411,7 +411,7 @@ async def throughput(fleet: VariantFleet, cfg: Config) -> list[Row]:
         if not await sessions.grow(cfg.throughput_clients, cfg.open_budget_s):
             return [_cut_short(sessions, cfg.throughput_clients)]
         await settle(fleet, cfg.settle_cap_s)
-        initial = await fleet.read_counter("clicks")
+        initial = await fleet.read_counter(CLICKS)
         servers_before, redis_before = fleet.cpu()
         started = time.monotonic()
         stop_at = started + cfg.throughput_s
@@ -419,7 +419,7 @@ async def throughput(fleet: VariantFleet, cfg: Config) -> list[Row]:
             *(_closed_loop(fleet, c, stop_at, cfg) for c in sessions.clients)
         )
         elapsed = time.monotonic() - started
-        applied = await fleet.read_counter("clicks") - initial
+        applied = await fleet.read_counter(CLICKS) - initial
         servers_after, redis_after = fleet.cpu()
         end = await _wait_converged(fleet, sessions.clients, cfg)
         problems = fleet.log_problems()
@@ -457,7 +457,7 @@ async def _closed_loop(
     latencies: list[float] = []
     timeouts = 0
     while time.monotonic() < stop_at:
-        before = max(await fleet.read_counter("clicks"), client.shown("clicks") or 0)
+        before = max(await fleet.read_counter(CLICKS), client.shown(CLICKS) or 0)
         fresh = _shows_at_least(before + 1)
         sent = time.monotonic()
         await client.click()
@@ -469,7 +469,7 @@ async def _closed_loop(
 
 
 def _shows_at_least(value: int) -> Callable[[Client], bool]:
-    return lambda client: (client.shown("clicks") or 0) >= value
+    return lambda client: (client.shown(CLICKS) or 0) >= value
 
 
 def redis_script_vs_incr(cfg: Config) -> list[Row]:
@@ -489,7 +489,14 @@ def redis_script_vs_incr(cfg: Config) -> list[Row]:
         script = ["EVALSHA", sha, "2", names.value("clicks"), names.version("clicks")]
         runs = {
             "INCR": [*common, "-q", "-t", "incr"],
-            "increment script (EVALSHA)": [*common, "-q", *script, names.channel, "clicks", "1"],
+            "increment script (EVALSHA)": [
+                *common,
+                "-q",
+                *script,
+                names.counter_events,
+                "clicks",
+                "1",
+            ],
         }
         rows = []
         for label, argv in runs.items():

@@ -1,26 +1,46 @@
-"""Atomic Redis counters with live cross-process updates for Flet web apps."""
+"""Cross-process `page.pubsub` and atomic live counters for Flet apps on many workers.
 
-from counter_service.events import CounterEvent, InvalidEvent, parse_event
-from counter_service.names import InvalidCounterName, Names
-from counter_service.redis.store import ONLINE
-from counter_service.service import CLICKS, COUNTERS, VIEWS, CounterService, ReservedCounter
-from counter_service.settings import Settings, SettingsError
-from counter_service.versions import CounterUpdate, LatestValues
+import counter_service
+app = counter_service.app(main)   # instead of flet_web.fastapi.app(main)
+"""
+
+from counter_service.errors import (
+    CorruptCounter,
+    CounterOverflow,
+    CounterServiceError,
+    InvalidCounterName,
+    MessageTooLarge,
+    ReservedCounter,
+    SettingsError,
+    StoreError,
+    StoreUnavailable,
+)
+from counter_service.events import CounterEvent
+from counter_service.flet.app import app
+from counter_service.flet.bridge import PageCounters, counters, on_missed_messages, service_of
+from counter_service.names import ONLINE
+from counter_service.service import CounterService
+from counter_service.settings import Settings
+from counter_service.versions import CounterUpdate
 
 __all__ = [
-    "CLICKS",
-    "COUNTERS",
     "ONLINE",
-    "VIEWS",
+    "CorruptCounter",
     "CounterEvent",
+    "CounterOverflow",
     "CounterService",
+    "CounterServiceError",
     "CounterUpdate",
     "InvalidCounterName",
-    "InvalidEvent",
-    "LatestValues",
-    "Names",
+    "MessageTooLarge",
+    "PageCounters",
     "ReservedCounter",
     "Settings",
     "SettingsError",
-    "parse_event",
+    "StoreError",
+    "StoreUnavailable",
+    "app",
+    "counters",
+    "on_missed_messages",
+    "service_of",
 ]

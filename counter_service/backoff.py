@@ -1,37 +1,30 @@
-"""Capped exponential backoff with jitter, as an object that retry loops share."""
+"""Retry delays for background loops: redis-py's equal-jitter backoff and a failure count."""
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field
+from redis.backoff import EqualJitterBackoff
+
+# redis-py computes base * 2**failures, which no longer fits a float after about a
+# thousand failures (an outage of an hour or so at a 5 s cap): count no higher.
+_MAX_EXPONENT = 32
 
 
-@dataclass
 class Backoff:
-    """Delays for retrying: `next_delay()` grows exponentially up to `cap`, with
-    jitter so that many workers do not reconnect in lockstep; `reset()` after a success."""
+    """Delays that grow exponentially up to `cap`, each uniform in [d/2, d] so that
+    many workers do not retry in lockstep; `reset()` after a success."""
 
-    base: float = 0.05
-    cap: float = 5.0
-    factor: float = 2.0
-    rng: random.Random = field(default_factory=random.Random, repr=False)
-    attempts: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.base <= self.cap or self.factor < 1:
-            raise ValueError("backoff needs 0 < base <= cap and factor >= 1")
-
-    def ceiling(self) -> float:
-        """The largest delay the next attempt may wait."""
-        # The exponent is bounded so a long outage cannot overflow the float.
-        return min(self.cap, self.base * self.factor ** min(self.attempts, 64))
+    def __init__(self, base: float = 0.05, cap: float = 5.0) -> None:
+        if not 0 < base <= cap:
+            raise ValueError("backoff needs 0 < base <= cap")
+        self._policy = EqualJitterBackoff(cap=cap, base=base)
+        self.failures = 0
 
     def next_delay(self) -> float:
-        """Delay before the next attempt: uniform in [ceiling/2, ceiling]."""
-        ceiling = self.ceiling()
-        self.attempts += 1
-        return ceiling / 2 + self.rng.random() * ceiling / 2
+        """Delay before the next attempt; counts one more failure."""
+        delay = self._policy.compute(min(self.failures, _MAX_EXPONENT))
+        self.failures += 1
+        return delay
 
     def reset(self) -> None:
         """Start again from `base`: call after a successful attempt."""
-        self.attempts = 0
+        self.failures = 0

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from counter_service.devtools import loadtest
-from counter_service.settings import Settings, SettingsError
+from counter_service.errors import SettingsError
+from counter_service.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -24,7 +24,7 @@ class Coalescer:
 
     def put(self, update: CounterUpdate) -> None:
         """Replace the pending update of this counter, keeping a pending reset flag."""
-        name = update.event.name
+        name = update.name
         held = self._pending.get(name)
         # A reset must survive being overtaken by a newer event in the same tick,
         # or pages showing a higher pre-reset version would refuse the newer event.

@@ -1,15 +1,16 @@
-"""The change event published on the channel: parsing, validation and encoding."""
+"""The counter change event published on the channel: parsing, validation and encoding."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from counter_service.names import COUNTER_NAME_RE
 
 # Redis integers are signed 64-bit.
-_INT64_MAX = 2**63 - 1
+INT64_MAX = 2**63 - 1
 _MAX_EVENT_BYTES = 512
+_FIELDS = frozenset({"name", "value", "version"})
 
 
 class InvalidEvent(ValueError):
@@ -18,15 +19,22 @@ class InvalidEvent(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CounterEvent:
-    """A counter changed to `value`; `version` grows by one with every change."""
+    """A counter is at `value`; `version` grows by one with every change.
+
+    `published_ms` is Redis's clock when the change was published (None for a state
+    read from Redis); it is not part of the state, so it does not take part in `==`."""
 
     name: str
     value: int
     version: int
+    published_ms: int | None = field(default=None, compare=False)
 
     def encode(self) -> str:
-        """The JSON text the increment script publishes for this event."""
-        return json.dumps({"name": self.name, "value": self.value, "version": self.version})
+        """The JSON text the scripts publish for this event."""
+        data: dict[str, object] = {"name": self.name, "value": self.value, "version": self.version}
+        if self.published_ms is not None:
+            data["ts"] = self.published_ms
+        return json.dumps(data)
 
 
 def parse_event(raw: bytes | str) -> CounterEvent:
@@ -37,23 +45,24 @@ def parse_event(raw: bytes | str) -> CounterEvent:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEvent(f"not JSON: {exc}") from None
-    if not isinstance(data, dict) or set(data) != {"name", "value", "version"}:
-        raise InvalidEvent("expected an object with exactly name, value and version")
+    if not isinstance(data, dict) or set(data) - {"ts"} != _FIELDS:
+        raise InvalidEvent("expected an object with exactly name, value, version (and ts)")
     return CounterEvent(
         name=_name(data["name"]),
-        value=_int(data["value"], "value", -_INT64_MAX - 1),
+        value=_int(data["value"], "value", -INT64_MAX - 1),
         version=_int(data["version"], "version", 1),
+        published_ms=None if "ts" not in data else _int(data["ts"], "ts", 0),
     )
 
 
 def _name(value: object) -> str:
     if not isinstance(value, str) or not COUNTER_NAME_RE.fullmatch(value):
-        raise InvalidEvent(f"bad counter name {value!r}")
+        raise InvalidEvent(f"bad counter name {value!r:.80}")
     return value
 
 
 def _int(value: object, field: str, low: int) -> int:
     # bool is an int subclass; true/false on the wire is not a count.
-    if type(value) is not int or not low <= value <= _INT64_MAX:
-        raise InvalidEvent(f"bad {field} {value!r}")
+    if type(value) is not int or not low <= value <= INT64_MAX:
+        raise InvalidEvent(f"bad {field} {value!r:.40}")
     return value

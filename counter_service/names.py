@@ -1,23 +1,28 @@
-"""Every Redis key and channel the service uses, built from the namespace in one place."""
+"""Every Redis key and channel the service uses, built from the namespace in one place.
+
+A counter's two keys carry its name as a Redis Cluster hash tag (`{name}`), so they
+share one slot and one script can check and change both atomically on a cluster too.
+That is why counter names never contain braces.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-COUNTER_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+from counter_service.errors import InvalidCounterName
+
+COUNTER_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+ONLINE = "online"
+"""The counter the service keeps itself: live connections over every worker."""
 
 
-class InvalidCounterName(ValueError):
-    """A counter name that is not lower-case letters, digits and '_' (max 32)."""
-
-
-def check_counter_name(name: str) -> str:
+def check_counter_name(name: object) -> str:
     """Return `name` if it is a valid counter name, raise `InvalidCounterName` otherwise."""
-    if not COUNTER_NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not COUNTER_NAME_RE.fullmatch(name):
         raise InvalidCounterName(
-            f"counter name {name!r}: use 1-32 lower-case letters, digits or '_',"
-            " starting with a letter"
+            f"counter name {name!r}: use 1-200 letters, digits or '_', '-', '.', ':'"
+            " (for example 'likes:post-42')"
         )
     return name
 
@@ -33,17 +38,22 @@ class Names:
     namespace: str
 
     @property
-    def channel(self) -> str:
-        """The pub/sub channel that carries every counter change."""
+    def counter_events(self) -> str:
+        """The channel that carries every counter change."""
         return f"{self.namespace}:events"
+
+    @property
+    def messages(self) -> str:
+        """The channel that carries the apps' pub/sub messages, every topic in one order."""
+        return f"{self.namespace}:messages"
 
     def value(self, counter: str) -> str:
         """The string key holding a counter's value (readable with plain GET)."""
-        return f"{self.namespace}:counter:{check_counter_name(counter)}"
+        return f"{self.namespace}:counter:{{{check_counter_name(counter)}}}"
 
     def version(self, counter: str) -> str:
         """The key holding a counter's version, bumped on every change."""
-        return f"{self.namespace}:version:{check_counter_name(counter)}"
+        return f"{self.namespace}:version:{{{check_counter_name(counter)}}}"
 
     @property
     def presence_workers(self) -> str:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 
 from counter_service.backoff import Backoff
+from counter_service.errors import StoreError
 from counter_service.redis.store import CounterStore
 from counter_service.tasks import BackgroundTask
 
@@ -30,7 +31,7 @@ class Presence:
         self._min_gap = min_gap
         self._changed = asyncio.Event()
         self._backoff = Backoff(base=min(0.1, self._heartbeat), cap=self._heartbeat)
-        self._task = BackgroundTask("counter-presence", self._run)
+        self.task = BackgroundTask("counter-presence", self._run)
         self.live = 0
         self.healthy = False
 
@@ -50,20 +51,20 @@ class Presence:
 
     async def start(self) -> None:
         """Start reporting in the background."""
-        self._task.start()
+        self.task.start()
 
     async def stop(self) -> None:
         """Stop reporting and remove this worker from the total at once."""
-        if not self._task.running:
+        if not self.task.running:
             return
-        await self._task.stop()
+        await self.task.stop()
         try:
             await self._store.report_presence(self._worker_id, -1, self._key_ttl_ms)
-        except Exception:
+        except StoreError as exc:
             logger.warning(
-                "could not remove worker %s from presence; it expires by itself",
+                "could not remove worker %s from presence (%s); it expires by itself",
                 self._worker_id,
-                exc_info=True,
+                exc,
             )
 
     async def _run(self) -> None:
@@ -72,9 +73,9 @@ class Presence:
                 await self._store.report_presence(self._worker_id, self.live, self._key_ttl_ms)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except StoreError as exc:
                 self.healthy = False
-                logger.warning("presence report failed", exc_info=True)
+                logger.warning("presence report failed: %s", exc)
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
             self.healthy = True

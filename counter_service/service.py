@@ -1,4 +1,7 @@
-"""The counter service of one process: store, relay, coalescing and presence together."""
+"""The service of one process: counters, app messages and presence over one Redis.
+
+No Flet here: `counter_service.flet` puts pages and Flet's pub/sub on top of it.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +11,32 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
+from typing import Any
+
+from redis.exceptions import RedisError
 
 from counter_service.coalescer import Coalescer, Deliver, run_flusher
+from counter_service.errors import ReservedCounter
 from counter_service.events import CounterEvent
-from counter_service.names import Names, check_counter_name
+from counter_service.names import ONLINE, Names, check_counter_name
 from counter_service.presence import Presence
-from counter_service.pubsub.relay import Relay, RelayStats
+from counter_service.pubsub import messages
+from counter_service.pubsub.counters import CounterRelay
+from counter_service.pubsub.messages import AppMessage, InvalidMessage, Publisher
+from counter_service.pubsub.subscriber import Subscriber
 from counter_service.redis.batching import IncrementBatcher
 from counter_service.redis.connections import Connections, connections_for
-from counter_service.redis.store import ONLINE, CounterStore
+from counter_service.redis.store import CounterStore
 from counter_service.settings import Settings
 from counter_service.tasks import BackgroundTask
 from counter_service.versions import CounterUpdate
 
 logger = logging.getLogger(__name__)
 
-VIEWS = "views"
-CLICKS = "clicks"
-COUNTERS = (VIEWS, CLICKS, ONLINE)
 PING_TIMEOUT_S = 1.0
-
-
-class ReservedCounter(ValueError):
-    """The counter is maintained by the service itself and cannot be incremented."""
+MessageHandler = Callable[[AppMessage], None]
 
 
 def new_worker_id() -> str:
@@ -40,50 +45,70 @@ def new_worker_id() -> str:
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-class CounterService:
-    """Atomic counters shared by every process on one Redis, with live updates.
+def _listeners(items: list[Any], item: Any) -> Callable[[], None]:
+    items.append(item)
+    return lambda: items.remove(item) if item in items else None
+
+
+class CounterService(AbstractAsyncContextManager["CounterService"]):
+    """Atomic counters and app messages shared by every process on one Redis.
 
     Use as `async with CounterService(settings) as service:` or `start()`/`stop()`.
-    Register page delivery with `subscribe()`; updates arrive coalesced, at most one
-    per counter per tick, in the event loop.
-    """
+    Counters a process `watch`es are kept equal to Redis and their changes reach
+    `subscribe`rs coalesced, at most one update per counter per tick. App messages
+    (`publish`) reach every process's `on_message` handlers in one order."""
 
     def __init__(self, settings: Settings, connections: Connections | None = None) -> None:
         self.settings = settings
         self.worker_id = new_worker_id()
         self._connections = connections or connections_for(settings, f"cs:{self.worker_id}")
-        names = Names(settings.namespace)
-        self._store = CounterStore(self._connections.commands, names)
+        self.names = Names(settings.namespace)
+        self._store = CounterStore(self._connections.commands, self.names)
         self._increments = IncrementBatcher(self._store)
         self._coalescer = Coalescer()
-        self._subscribers: list[Deliver] = []
-        self._flusher = BackgroundTask(
-            "counter-flusher",
-            lambda: run_flusher(self._coalescer, self._deliver, settings.tick_s),
+        self._deliveries: list[Deliver] = []
+        self._message_handlers: list[MessageHandler] = []
+        self._resubscribe_handlers: list[Callable[[], None]] = []
+        self._availability_handlers: list[Callable[[bool], None]] = []
+        self.counters = CounterRelay(
+            self._store, self._coalescer.put, reconcile_s=settings.reconcile_s
+        )
+        self.subscriber = self._new_subscriber()
+        self.publisher = Publisher(
+            self._connections.commands, self.names.messages, lambda: self.subscriber.subscribed
         )
         self.presence = Presence(
             self._store, self.worker_id, settings.presence_ttl_s, min_gap=settings.tick_s
         )
-        self._relay = Relay(
-            new_client=self._connections.new_subscriber,
-            store=self._store,
-            channel=names.channel,
-            counters=COUNTERS,
-            on_update=self._coalescer.put,
-            on_subscribed=self.presence.refresh,
+        self._flusher = BackgroundTask(
+            "counter-flusher", lambda: run_flusher(self._coalescer, self._deliver, settings.tick_s)
         )
+        self.invalid_messages = 0
+
+    def _new_subscriber(self) -> Subscriber:
+        subscriber = Subscriber(self._connections.new_subscriber)
+        subscriber.route(self.names.counter_events, self.counters.handle)
+        subscriber.route(self.names.messages, self._on_message)
+        subscriber.on_subscribed(self.counters.resync)
+        subscriber.on_subscribed(self._after_subscribe)
+        subscriber.on_state(self._availability_changed)
+        return subscriber
 
     async def start(self) -> None:
-        """Start the relay, the flusher and presence reporting."""
+        """Start the subscription, read-backs, publishing, coalescing and presence."""
         self._flusher.start()
-        await self._relay.start()
+        await self.counters.start()
+        await self.publisher.start()
+        await self.subscriber.start()
         await self.presence.start()
 
     async def stop(self) -> None:
         """Stop every background task and close the Redis connections."""
         try:
             await self.presence.stop()
-            await self._relay.stop()
+            await self.subscriber.stop()
+            await self.publisher.stop()
+            await self.counters.stop()
             await self._flusher.stop()
             await self._increments.stop()
         finally:
@@ -101,40 +126,126 @@ class CounterService:
     ) -> None:
         await self.stop()
 
-    async def incr(self, name: str) -> CounterEvent:
-        """Add one to counter `name` in one atomic round trip; return its new state."""
+    # Counters
+
+    async def incr(self, name: str, amount: int = 1) -> CounterEvent:
+        """Add `amount` to counter `name` (created at 0 on first use) in one atomic
+        round trip, and announce it to every process; return its new state.
+
+        Raises `InvalidCounterName`, `ReservedCounter`, `CorruptCounter` (nothing was
+        written), `CounterOverflow`, or `StoreUnavailable` (Redis unreachable: the
+        increment may or may not have been applied)."""
         if check_counter_name(name) == ONLINE:
             raise ReservedCounter(f"{ONLINE!r} counts live connections; it is not incremented")
-        return await self._increments.incr(name)
+        return await self._increments.incr(name, amount)
 
-    def latest(self, name: str) -> CounterEvent:
-        """The newest state of counter `name` this process knows (value 0 before any)."""
-        return self._relay.latest.get(name) or CounterEvent(name, 0, 0)
+    async def read(self, name: str) -> CounterEvent:
+        """Counter `name` as Redis holds it now (value 0 at version 0 if never changed)."""
+        return await self._store.read(check_counter_name(name))
+
+    async def get(self, name: str) -> int:
+        """The value of counter `name` in Redis now."""
+        return (await self.read(name)).value
+
+    def watch(self, name: str) -> None:
+        """Keep counter `name` current in this process and deliver its changes to
+        `subscribe`rs, until as many `unwatch(name)` calls."""
+        self.counters.watch(check_counter_name(name))
+
+    def unwatch(self, name: str) -> None:
+        """Undo one `watch(name)`."""
+        self.counters.unwatch(name)
+
+    def latest(self, name: str) -> CounterUpdate | None:
+        """What this process holds for a watched counter (None before the first read)."""
+        return self.counters.latest(name)
 
     def subscribe(self, deliver: Deliver) -> Callable[[], None]:
-        """Call `deliver` with each batch of coalesced updates; returns an unsubscribe."""
-        self._subscribers.append(deliver)
-        return lambda: self._subscribers.remove(deliver)
+        """Call `deliver` with each batch of coalesced updates of watched counters, on
+        the event loop; returns a function that unsubscribes."""
+        return _listeners(self._deliveries, deliver)
+
+    def _deliver(self, updates: list[CounterUpdate]) -> None:
+        for deliver in self._deliveries:
+            deliver(updates)
+
+    # App messages
+
+    def publish_nowait(self, topic: str | None, message: Any, exclude: str | None = None) -> None:
+        """Send an app message to every process (`topic` None: to all), leaving out
+        session `exclude` of this process; call on the event loop's thread.
+
+        Raises `TypeError` (not a JSON value), `MessageTooLarge`, or `StoreUnavailable`
+        at once; a message accepted here is published, retried if need be."""
+        self.publisher.send_nowait(self.encode_message(topic, message, exclude))
+
+    async def publish(self, topic: str | None, message: Any, exclude: str | None = None) -> None:
+        """`publish_nowait`, then wait until Redis has taken the message."""
+        await self.publisher.send(self.encode_message(topic, message, exclude))
+
+    def encode_message(self, topic: str | None, message: Any, exclude: str | None = None) -> str:
+        """The envelope as published; raises like `publish_nowait` would for its content."""
+        envelope = AppMessage(self.worker_id, exclude, topic, message)
+        return messages.encode(envelope, self.settings.max_message_bytes)
+
+    def on_message(self, handler: MessageHandler) -> Callable[[], None]:
+        """Call `handler` with every app message from any process (this one included),
+        in the order Redis delivers them; returns a function that unsubscribes."""
+        return _listeners(self._message_handlers, handler)
+
+    def on_resubscribe(self, handler: Callable[[], None]) -> Callable[[], None]:
+        """Call `handler` after the subscription was lost and is back: app messages
+        published meanwhile were missed. Returns a function that unsubscribes."""
+        return _listeners(self._resubscribe_handlers, handler)
+
+    def on_availability(self, handler: Callable[[bool], None]) -> Callable[[], None]:
+        """Call `handler(True)` when the subscription to Redis is made and
+        `handler(False)` when it is lost (pages then show possibly stale values)."""
+        return _listeners(self._availability_handlers, handler)
+
+    def _on_message(self, raw: bytes) -> None:
+        try:
+            message = messages.parse(raw)
+        except InvalidMessage as exc:
+            self.invalid_messages += 1
+            logger.debug("dropped a message that is not an app message: %s", exc)
+            return
+        for handler in self._message_handlers:
+            handler(message)
+
+    async def _after_subscribe(self, resubscribed: bool) -> None:
+        self.presence.refresh()  # Redis may have come back empty
+        if resubscribed:
+            logger.warning("pub/sub re-subscribed: app messages sent meanwhile were missed")
+            for handler in tuple(self._resubscribe_handlers):
+                handler()
+
+    def _availability_changed(self, available: bool) -> None:
+        for handler in tuple(self._availability_handlers):
+            handler(available)
+
+    # Health
+
+    @property
+    def tasks(self) -> list[BackgroundTask]:
+        """Every background task of the service, for readiness."""
+        return [
+            self.subscriber.task,
+            self.publisher.task,
+            *self.counters.tasks,
+            self.presence.task,
+            self._flusher,
+        ]
 
     async def ping(self) -> bool:
         """True if Redis answers a PING within `PING_TIMEOUT_S`."""
         try:
             async with asyncio.timeout(PING_TIMEOUT_S):
                 return bool(await self._connections.commands.ping())
-        except Exception:
-            logger.debug("redis ping failed", exc_info=True)
+        except (TimeoutError, OSError, RedisError):
             return False
 
     @property
     def ready(self) -> bool:
-        """True while the relay is subscribed and resynced."""
-        return self._relay.subscribed
-
-    @property
-    def relay_stats(self) -> RelayStats:
-        """What the relay has seen so far."""
-        return self._relay.stats
-
-    def _deliver(self, updates: list[CounterUpdate]) -> None:
-        for deliver in self._subscribers:
-            deliver(updates)
+        """True while subscribed and every background task runs."""
+        return self.subscriber.subscribed and all(task.up for task in self.tasks)

@@ -9,20 +9,20 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from counter_service.errors import SettingsError
+
 DEFAULT_NAMESPACE = "counter-service"
 DEFAULT_TICK_MS = 30
 DEFAULT_PRESENCE_TTL_S = 15.0
 DEFAULT_MAX_CONNECTIONS = 2
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+DEFAULT_RECONCILE_S = 10.0
 FANOUT_MODES = ("direct", "update")
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 _Num = TypeVar("_Num", int, float)
-
-
-class SettingsError(ValueError):
-    """A setting has a value the service cannot run with."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class Settings:
     presence_ttl_s: float = DEFAULT_PRESENCE_TTL_S
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     fanout: str = FANOUT_MODES[0]
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    reconcile_s: float = DEFAULT_RECONCILE_S
 
     def __post_init__(self) -> None:
         _check_redis_url(self.redis_url)
@@ -49,6 +51,8 @@ class Settings:
         _check_range("tick_ms", self.tick_ms, 1, 10_000)
         _check_range("presence_ttl_s", self.presence_ttl_s, 1.0, 3600.0)
         _check_range("max_connections", self.max_connections, 1, 1024)
+        _check_range("max_message_bytes", self.max_message_bytes, 64, 1024 * 1024)
+        _check_range("reconcile_s", self.reconcile_s, 0.5, 3600.0)
         if self.fanout not in FANOUT_MODES:
             raise SettingsError(f"fanout {self.fanout!r} must be one of {', '.join(FANOUT_MODES)}")
 
@@ -80,8 +84,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `REDIS_URL`, `COUNTER_NAMESPACE`, `COUNTER_TICK_MS`,
-        `COUNTER_PRESENCE_TTL`, `COUNTER_MAX_CONNECTIONS`, `COUNTER_FANOUT`
-        (unset or empty means default)."""
+        `COUNTER_PRESENCE_TTL`, `COUNTER_MAX_CONNECTIONS`, `COUNTER_FANOUT`,
+        `COUNTER_MAX_MESSAGE_BYTES`, `COUNTER_RECONCILE_S` (unset or empty means default)."""
         env = os.environ if env is None else env
         return cls(
             redis_url=env.get("REDIS_URL") or None,
@@ -90,6 +94,10 @@ class Settings:
             presence_ttl_s=_parse(env, "COUNTER_PRESENCE_TTL", float, DEFAULT_PRESENCE_TTL_S),
             max_connections=_parse(env, "COUNTER_MAX_CONNECTIONS", int, DEFAULT_MAX_CONNECTIONS),
             fanout=env.get("COUNTER_FANOUT") or FANOUT_MODES[0],
+            max_message_bytes=_parse(
+                env, "COUNTER_MAX_MESSAGE_BYTES", int, DEFAULT_MAX_MESSAGE_BYTES
+            ),
+            reconcile_s=_parse(env, "COUNTER_RECONCILE_S", float, DEFAULT_RECONCILE_S),
         )
 
 

@@ -1,4 +1,4 @@
-"""Latest state per counter, so that nothing older than what is shown is ever shown."""
+"""What pages are told about a counter, and the newest state one page holds."""
 
 from __future__ import annotations
 
@@ -9,42 +9,60 @@ from counter_service.events import CounterEvent
 
 @dataclass(frozen=True, slots=True)
 class CounterUpdate:
-    """A change handed to pages. `reset` marks a resync read from Redis after a
-    (re)subscribe: it is the truth even when its version is lower than what a page
-    shows (Redis restarted empty, or a failover lost the newest writes)."""
+    """A counter's new state, handed to pages.
 
-    event: CounterEvent
+    `reset` marks a state read from Redis: it is the truth even when its version is
+    lower than what a page shows (Redis restarted empty, a key was deleted, a failover
+    lost the newest writes). `problem` (with `event` None) says the counter is broken
+    in Redis: its key holds something that is not a counter."""
+
+    name: str
+    event: CounterEvent | None
     reset: bool = False
+    problem: str | None = None
+
+    @classmethod
+    def change(cls, event: CounterEvent) -> CounterUpdate:
+        """A change announced on the channel or returned by an increment."""
+        return cls(event.name, event)
+
+    @classmethod
+    def truth(cls, event: CounterEvent) -> CounterUpdate:
+        """A state read from Redis."""
+        return cls(event.name, event, reset=True)
+
+    @classmethod
+    def broken(cls, name: str, problem: str) -> CounterUpdate:
+        """The counter cannot be read: `problem` says why."""
+        return cls(name, None, reset=True, problem=problem)
+
+    @property
+    def value(self) -> int | None:
+        """The value to show, None for a broken counter."""
+        return None if self.event is None else self.event.value
 
 
 class LatestValues:
-    """The newest event seen per counter; stale and duplicate events are refused."""
+    """The newest state held per counter; older and duplicate changes are refused."""
 
     def __init__(self) -> None:
-        self._latest: dict[str, CounterEvent] = {}
-
-    def offer(self, event: CounterEvent) -> bool:
-        """Keep `event` if it is newer than the one held; return whether it was kept."""
-        held = self._latest.get(event.name)
-        if held is not None and event.version <= held.version:
-            return False
-        self._latest[event.name] = event
-        return True
+        self._latest: dict[str, CounterEvent | None] = {}
 
     def accept(self, update: CounterUpdate) -> bool:
-        """Apply an update: a reset replaces unconditionally (True if anything changed),
-        anything else goes through `offer`."""
-        if not update.reset:
-            return self.offer(update.event)
-        changed = self._latest.get(update.event.name) != update.event
-        self._latest[update.event.name] = update.event
+        """Apply an update: a reset replaces what is held, a change only if its version
+        is newer (or nothing valid is held). True if anything changed."""
+        held = self._latest.get(update.name)
+        newer = held is None or update.event is None or update.event.version > held.version
+        if not update.reset and not newer:
+            return False
+        changed = update.name not in self._latest or held != update.event
+        self._latest[update.name] = update.event
         return changed
 
     def get(self, name: str) -> CounterEvent | None:
-        """The newest event held for counter `name`, if any."""
+        """The newest state held for counter `name`, None if none or broken."""
         return self._latest.get(name)
 
-    def value(self, name: str) -> int:
-        """The newest value held for counter `name`, 0 if none."""
-        event = self._latest.get(name)
-        return 0 if event is None else event.value
+    def forget(self, name: str) -> None:
+        """Drop what is held for `name` (nobody shows it any more)."""
+        self._latest.pop(name, None)

@@ -1,4 +1,4 @@
-"""The counter page: layout and wiring only; the logic lives in `counter_service`."""
+"""The counter page: layout and wiring only, on `counter_service`'s public API."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import logging
 from typing import Any
 
 import flet as ft
-from redis.exceptions import RedisError
 
-from counter_service import CLICKS, COUNTERS, ONLINE, VIEWS, CounterService, CounterUpdate
-from counter_service.flet.bridge import Fanout, LiveNumbers, Main
+import counter_service
+from counter_service import CorruptCounter, CounterUpdate, StoreError
+from ui.contract import BUTTON, CLICKS, ONLINE, REPLICA, STATUS, VIEWS
 
 logger = logging.getLogger(__name__)
 
@@ -17,64 +17,59 @@ LABELS = {VIEWS: "Views", CLICKS: "Clicks", ONLINE: "Online now"}
 STORE_DOWN = "The counter store is unreachable right now; that was not counted. Try again."
 
 
-def build_main(service: CounterService, fanout: Fanout) -> Main:
+def broken(name: str, problem: str) -> str:
+    return f"The {LABELS.get(name, name)} counter is broken in the store: {problem}"
+
+
+async def main(page: ft.Page) -> None:
     """The Flet entry point: one `CounterPage` per session."""
-
-    async def main(page: ft.Page) -> None:
-        await CounterPage(page, service, fanout).mount()
-
-    return main
+    await CounterPage(page).mount()
 
 
 class CounterPage:
-    """Three live numbers and a button."""
+    """Three live numbers, a button, and a line that says what went wrong."""
 
-    def __init__(self, page: ft.Page, service: CounterService, fanout: Fanout) -> None:
+    def __init__(self, page: ft.Page) -> None:
         self.page = page
-        self.service = service
-        self.fanout = fanout
-        self.numbers = {name: ft.Text(key=name, value="0", size=40) for name in COUNTERS}
-        self.live = LiveNumbers(self.numbers, direct=service.settings.fanout == "direct")
-        self.status = ft.Text(key="status", value="")
-        self.replica = ft.Text(key="replica", value=service.worker_id)
-        self.button = ft.Button(key="increment", content="Add a click", on_click=self.on_click)
+        self.counters = counter_service.counters(page)
+        self.numbers = {name: ft.Text(key=name, size=40) for name in LABELS}
+        self.status = ft.Text(key=STATUS, value="")
+        self.replica = ft.Text(key=REPLICA, value=counter_service.service_of(page).worker_id)
+        self.button = ft.Button(key=BUTTON, content="Add a click", on_click=self.on_click)
 
     async def mount(self) -> None:
-        """Render the page, start live updates, and count this visit."""
+        """Render the page, show live numbers, and count this visit."""
         self.page.title = "Counter service"
         self.page.on_route_change = self.on_route_change
-        self.page.on_connect = self.on_connect
-        self.page.on_disconnect = self.on_disconnect
-        self.page.on_close = self.on_disconnect
-        self.show_latest(reset=False)
+        self.counters.show(self.numbers)
+        self.counters.on_change(self.on_counter_change)
         self.page.add(self.layout())
-        # Rendered, attached and joined before any await: no update can slip in between.
-        self.live.attach(self.page)
-        await self.fanout.join(self.live, self.page)
         await self.count(VIEWS)
 
     def layout(self) -> ft.Control:
         cards: list[ft.Control] = [
-            ft.Column([ft.Text(LABELS[name]), self.numbers[name]], key=f"{name}-card")
-            for name in COUNTERS
+            ft.Column([ft.Text(label), self.numbers[name]], key=f"{name}-card")
+            for name, label in LABELS.items()
         ]
         return ft.Column(
             [ft.Row(cards, spacing=48), self.button, self.status, self.replica], spacing=24
         )
 
-    def show_latest(self, *, reset: bool) -> None:
-        for name in COUNTERS:
-            self.live.show(CounterUpdate(self.service.latest(name), reset=reset))
-
     async def count(self, name: str) -> None:
         try:
-            event = await self.service.incr(name)
-        except (RedisError, OSError):
-            logger.warning("incrementing %s failed", name, exc_info=True)
+            await self.counters.incr(name)
+        except CorruptCounter as exc:
+            logger.warning("incrementing %s refused: %s", name, exc)
+            self.set_status(broken(name, exc.problem))
+        except StoreError as exc:
+            logger.warning("incrementing %s failed: %s", name, exc)
             self.set_status(STORE_DOWN)
-            return
-        self.live.show(CounterUpdate(event))
-        self.set_status("")
+        else:
+            self.set_status("")
+
+    def on_counter_change(self, update: CounterUpdate) -> None:
+        if update.problem is not None:
+            self.set_status(broken(update.name, update.problem))
 
     def set_status(self, text: str) -> None:
         if self.status.value != text:
@@ -90,13 +85,3 @@ class CounterPage:
     async def on_route_change(self, _event: Any) -> None:
         ft.context.disable_auto_update()  # type: ignore[no-untyped-call]  # flet leaves it unannotated
         await self.count(VIEWS)
-
-    async def on_disconnect(self, _event: Any) -> None:
-        # A disconnected session lingers for FLET_SESSION_TIMEOUT; it must not keep
-        # costing a delivery per broadcast meanwhile.
-        self.fanout.discard(self.live)
-
-    async def on_connect(self, _event: Any) -> None:
-        # Updates were missed while away (maybe even a reset): take the process's view.
-        await self.fanout.join(self.live, self.page)
-        self.show_latest(reset=True)

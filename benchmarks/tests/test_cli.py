@@ -29,7 +29,7 @@ def test_defaults_and_quick() -> None:
 
 
 def test_counter_keys_match_each_design() -> None:
-    assert counter_key(VARIANTS["a"], "clicks") == "counter-service:counter:clicks"
+    assert counter_key(VARIANTS["a"], "clicks") == "counter-service:counter:{clicks}"
     assert counter_key(VARIANTS["c"], "clicks") == "naive:clicks"
     assert counter_key(VARIANTS["d"], "clicks") == "sio:clicks"
 

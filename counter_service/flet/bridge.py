@@ -1,187 +1,247 @@
-"""The one module that knows Flet: live number Texts, their fan-out, and the Flet ASGI app.
-
-Fan-out is the hot path: one coalesced update must reach every session of the process.
-Flet's generic route (a hub task per session, then `control.update()` diffing the
-control) costs several times what the message itself does. A number Text changes in
-exactly one way, so `Fanout` sends Flet's own one-field patch for it (a small message per
-session: only the control id differs) straight to each session's connection, and leaves
-Flet's model as `update()` would (value set, dirty flag cleared).
-tests/test_flet_bridge.py pins this to Flet's differ.
-"""
+"""The bridge between one Flet app and the service: its hub, its pages' live counters,
+and what each session registered, torn down when Flet evicts the session."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import flet as ft
-import flet_web.fastapi as flet_fastapi
-from flet.controls import base_control
-from flet.messaging.protocol import Message, MessageAction
-from flet_web.fastapi import app_manager
-from flet_web.fastapi.flet_app import DEFAULT_FLET_SESSION_TIMEOUT
 
+from counter_service.errors import CounterServiceError
+from counter_service.flet import internals
+from counter_service.flet.live import Fanout, LiveCounters
 from counter_service.flet.websockets import current_websocket
-from counter_service.versions import CounterUpdate, LatestValues
+from counter_service.pubsub.messages import AppMessage
+from counter_service.service import CounterService
+from counter_service.versions import CounterUpdate
 
 logger = logging.getLogger(__name__)
 
-Main = Callable[[ft.Page], Awaitable[None]]
-# The module whose global `get_event_field_type` BaseControl._trigger_event calls.
-_EVENTS: Any = base_control
+MissedHandler = Callable[[], Awaitable[None] | None]
 
 
-def value_patch(value: str) -> list[Any]:
-    """Flet's patch for "the target control's `value` is now `value`"."""
-    return [[0], [0, 0, "value", value]]
+class PageCounters:
+    """One page's counters: count, read, and show live values.
+
+    Get it with `counter_service.counters(page)` inside an app built with
+    `counter_service.app`."""
+
+    def __init__(self, page: ft.Page, bridge: FletBridge) -> None:
+        self._service = bridge.service
+        self._fanout = bridge.fanout
+        self._live = LiveCounters(page, direct=bridge.service.settings.fanout == "direct")
+
+    async def incr(self, name: str, amount: int = 1) -> int:
+        """Add `amount` to counter `name` (created at 0 on first use), show the new
+        value on this page at once, and return it. Every page on every worker that
+        shows `name` follows within milliseconds.
+
+        Raises what `CounterService.incr` raises: `CorruptCounter` (nothing written),
+        `StoreUnavailable`, `InvalidCounterName`, ..."""
+        event = await self._service.incr(name, amount)
+        self._live.show(CounterUpdate.change(event))
+        return event.value
+
+    async def get(self, name: str) -> int:
+        """The value of counter `name` in Redis now (a round trip)."""
+        return await self._service.get(name)
+
+    def show(self, texts: Mapping[str, ft.Text]) -> None:
+        """Keep each Text's `value` equal to its counter (name -> Text), on this page,
+        from now until the session ends. A Text shows `—` until the value is known and
+        while the counter is broken."""
+        for name, text in texts.items():
+            self._live.bind(name, text)
+            self._fanout.add(self._live, name)
+            latest = self._service.latest(name)
+            if latest is not None:
+                self._live.show(latest)
+
+    def value(self, name: str) -> int | None:
+        """The value this page shows for counter `name`; None if unknown or broken."""
+        return self._live.value(name)
+
+    def on_change(self, handler: Callable[[CounterUpdate], None] | None) -> None:
+        """Call `handler` with each update this page shows (e.g. to say a counter is
+        broken: `update.problem`)."""
+        self._live.on_change = handler
+
+    def close(self) -> None:
+        """Stop showing live values (done for you when the session ends)."""
+        self._fanout.remove(self._live)
+
+    def _park(self) -> None:
+        # The browser left: no deliveries until it is back (or the session expires).
+        self._fanout.remove(self._live)
+
+    def _resume(self) -> None:
+        # Back on a new websocket: catch up on what was not delivered while away.
+        for name in self._live.names:
+            self._fanout.add(self._live, name)
+            latest = self._service.latest(name)
+            if latest is not None:
+                self._live.show(replace(latest, reset=True))
 
 
-class _ValuePatch(Message):
-    """A PATCH_CONTROL message that is cheap to send.
-
-    `FletApp.send_message` formats every message into a debug f-string, logged or not,
-    and msgpack calls a Python hook for an enum action; a plain int action (the same
-    bytes on the wire) and a constant repr skip both on the hottest path."""
-
-    def __init__(self, control_id: int, value: str) -> None:
-        super().__init__(_PATCH_CONTROL, {"id": control_id, "patch": value_patch(value)})
-
-    def __repr__(self) -> str:
-        return "ValuePatch"
+@dataclass
+class _Session:
+    page: ft.Page
+    counters: PageCounters | None = None
+    missed: list[MissedHandler] = field(default_factory=list)
 
 
-_PATCH_CONTROL: Any = MessageAction.PATCH_CONTROL.value
+class FletBridge:
+    """What `counter_service.app` adds to one Flet app: the cross-process hub, live
+    counters, and per-session registrations."""
 
+    def __init__(self, service: CounterService) -> None:
+        self.service = service
+        self.fanout = Fanout(service.watch, service.unwatch)
+        self._sessions: dict[str, _Session] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.hub: internals.CrossProcessHub | None = None
 
-class LiveNumbers:
-    """The number Texts of one page, each showing only ever-newer versions.
+    def wrap(self, main: Callable[[ft.Page], Any]) -> internals.Main:
+        """`main`, preceded by what every session needs (see `open_session`)."""
+        if inspect.isasyncgenfunction(main) or inspect.isgeneratorfunction(main):
+            raise TypeError("counter_service.app needs an async or plain main(page) function")
 
-    `direct=False` pushes with Flet's `control.update()` instead: same result, more
-    CPU; kept so benchmarks can compare both paths in one run."""
+        async def session_main(page: ft.Page) -> None:
+            await self.open_session(page)
+            result = main(page)
+            if inspect.isawaitable(result):
+                await result
 
-    def __init__(self, texts: Mapping[str, ft.Text], direct: bool = True) -> None:
-        self._texts = dict(texts)
-        self._direct = direct
-        self._shown = LatestValues()
-        self._page: ft.Page | None = None
+        return session_main
 
-    def attach(self, page: ft.Page) -> None:
-        """Start pushing changes to `page` (call once the Texts are on it)."""
-        self._page = page
-
-    def show(self, update: CounterUpdate) -> None:
-        """Show `update` if it is newer than what is shown (or a reset)."""
-        text = self._texts.get(update.event.name)
-        if text is None or not self._shown.accept(update):
-            return
-        value = str(update.event.value)
-        text.value = value
-        connection = None if self._page is None else self._page.session.connection
-        if connection is None:
-            return  # not on the wire yet, or away: the next full render carries it
-        if not self._direct:
-            text.update()
-            return
-        connection.send_message(_ValuePatch(text._i, value))
-        # What `update()` does after sending: the client now has this value.
-        text._dirty.pop("value", None)
-
-
-class Fanout:
-    """Every `LiveNumbers` of this process; `deliver` is the service's delivery callback."""
-
-    def __init__(self) -> None:
-        self._boards: set[LiveNumbers] = set()
-
-    def add(self, board: LiveNumbers) -> None:
-        self._boards.add(board)
-
-    async def join(self, board: LiveNumbers, page: ft.Page) -> None:
-        """Deliver to `board` until the websocket now serving `page` closes, then make
-        sure the session is marked disconnected (Flet may skip
-        it, see counter_service.flet.websockets)."""
-        self.add(board)
+    async def open_session(self, page: ft.Page) -> None:
+        """When the session's websocket ends, pause its live counters and make sure it
+        is marked disconnected (Flet may skip it, see counter_service.flet.websockets)."""
         life = current_websocket()
         if life is None:
             return
         connection = page.session.connection
 
         async def closed() -> None:
-            self.discard(board)
-            await _disconnect_if_abandoned(page, connection)
+            self._park(page.session.id)
+            await internals.disconnect_if_abandoned(page, connection)
 
         await life.on_close(closed)
 
-    def discard(self, board: LiveNumbers) -> None:
-        self._boards.discard(board)
+    def _park(self, session_id: str) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None and session.counters is not None:
+            session.counters._park()
 
-    def __len__(self) -> int:
-        return len(self._boards)
+    def _resumed(self, flet_session: Any) -> None:
+        session = self._sessions.get(flet_session.id)
+        if session is not None and session.counters is not None:
+            session.counters._resume()
 
-    def deliver(self, updates: list[CounterUpdate]) -> None:
-        """Show each update on every page; a page that fails does not stop the rest."""
-        for update in updates:
-            for board in tuple(self._boards):
-                try:
-                    board.show(update)
-                except Exception:
-                    # A session whose socket is closing may fail to send; it is
-                    # about to be unregistered by its disconnect handler.
-                    logger.debug("a page could not take an update", exc_info=True)
+    def counters(self, page: ft.Page) -> PageCounters:
+        """The page's `PageCounters`, made on first use."""
+        session = self._session(page)
+        if session.counters is None:
+            session.counters = PageCounters(page, self)
+        return session.counters
+
+    def on_missed_messages(self, page: ft.Page, handler: MissedHandler) -> None:
+        """Call `handler()` on this page after messages may have been missed."""
+        self._session(page).missed.append(handler)
+
+    def _session(self, page: ft.Page) -> _Session:
+        return self._sessions.setdefault(page.session.id, _Session(page))
+
+    @asynccontextmanager
+    async def running(self, main: internals.Main) -> AsyncIterator[None]:
+        """Install the hub for `main` and relay messages, counters and re-subscribes
+        into this process's pages, while the service runs."""
+        self.hub = internals.CrossProcessHub(
+            self._publish, asyncio.get_running_loop(), self._session_closed, owner=self
+        )
+        internals.install_hub(main, self.hub)
+        stops = [
+            internals.on_reconnect(self._resumed),
+            self.service.on_message(self._deliver_message),
+            self.service.subscribe(self.fanout.deliver),
+            self.service.on_resubscribe(self._messages_missed),
+        ]
+        try:
+            yield
+        finally:
+            for stop in stops:
+                stop()
+            internals.uninstall_hub(main)
+            for task in tuple(self._tasks):
+                task.cancel()
+
+    def _publish(self, topic: str | None, message: Any, exclude: str | None) -> None:
+        self.service.publish_nowait(topic, message, exclude)
+
+    def _deliver_message(self, message: AppMessage) -> None:
+        if self.hub is not None:
+            self.hub.deliver(
+                message.topic, message.message, message.excluded_on(self.service.worker_id)
+            )
+
+    def _session_closed(self, session_id: str) -> None:
+        session = self._sessions.get(session_id)
+        if session is None or not internals.session_evicted(session.page):
+            return  # the app unsubscribed by itself; the session lives on
+        del self._sessions[session_id]
+        if session.counters is not None:
+            session.counters.close()
+
+    def _messages_missed(self) -> None:
+        for session in tuple(self._sessions.values()):
+            for handler in session.missed:
+                self._run_handler(handler)
+
+    def _run_handler(self, handler: MissedHandler) -> None:
+        try:
+            result = handler()
+        except Exception:
+            logger.exception("a missed-messages handler failed")
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("a missed-messages handler failed", exc_info=task.exception())
 
 
-async def _disconnect_if_abandoned(page: ft.Page, connection: object) -> None:
-    session = page.session
-    # Still attached to the closed connection and never given an expiry: Flet's
-    # handler raised before disconnecting it. Without this the session never expires
-    # and its send queue keeps growing with every update.
-    if session.expires_at is None and session.connection is connection:
-        await session.disconnect(_session_timeout())
+def bridge_of(page: ft.Page) -> FletBridge:
+    """The bridge of the `counter_service.app` that serves `page`."""
+    owner = getattr(internals.hub_of(page), "owner", None)
+    if not isinstance(owner, FletBridge):
+        raise CounterServiceError(
+            "this page is not served by counter_service.app(main): build the app with it"
+        )
+    return owner
 
 
-def _session_timeout() -> int:
-    # The same setting FletApp reads, so an abandoned session expires like any other.
-    return int(os.getenv("FLET_SESSION_TIMEOUT") or DEFAULT_FLET_SESSION_TIMEOUT)
+def counters(page: ft.Page) -> PageCounters:
+    """The counters of the app serving `page`: `incr`, `get`, and `show` live values."""
+    return bridge_of(page).counters(page)
 
 
-def flet_asgi_app(main: Main, **options: Any) -> Any:
-    """Flet's ASGI app for `main`, with its web client served from this process
-    (`no_cdn`): machines without internet access still get a working page."""
-    cache_event_types()
-    return flet_fastapi.app(main, no_cdn=True, **options)
+def on_missed_messages(page: ft.Page, handler: MissedHandler) -> None:
+    """Call `handler()` (plain or async) on this page whenever the worker's Redis
+    subscription was lost and is back: `page.pubsub` messages sent meanwhile were
+    missed, so the page should reload what it shows from its source of truth."""
+    bridge_of(page).on_missed_messages(page, handler)
 
 
-def cache_event_types() -> None:
-    """Remember each event's payload type per (control class, event name).
-
-    Flet 1.0.5 re-derives it on every event by walking the control's class hierarchy and
-    evaluating type annotations: about a third of a worker's CPU under clicks. The answer
-    depends only on the class and the event name. Idempotent."""
-    original = _EVENTS.get_event_field_type
-    if getattr(original, "_counter_service_cache", False):
-        return
-    cache: dict[tuple[type, str], Any] = {}
-
-    def cached(control: Any, field_name: str) -> Any:
-        key = (type(control), field_name)
-        if key not in cache:
-            cache[key] = original(control, field_name)
-        return cache[key]
-
-    cached._counter_service_cache = True  # type: ignore[attr-defined]  # marks it as ours
-    _EVENTS.get_event_field_type = cached
-
-
-@asynccontextmanager
-async def flet_sessions() -> AsyncIterator[None]:
-    """Run Flet's session manager (expiry of disconnected sessions) for the app's life.
-
-    A mounted Flet app's own lifespan never runs, so the outer app runs this."""
-    await app_manager.start()
-    try:
-        yield
-    finally:
-        await app_manager.shutdown()
+def service_of(page: ft.Page) -> CounterService:
+    """The `CounterService` of the app serving `page` (for what `counters` lacks)."""
+    return bridge_of(page).service

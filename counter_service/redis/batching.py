@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from counter_service.errors import StoreUnavailable
 from counter_service.events import CounterEvent
 from counter_service.redis.store import CounterStore, check_increment
 
@@ -43,12 +44,12 @@ class IncrementBatcher:
         return await item.result
 
     async def stop(self) -> None:
-        """Stop sending; increments still waiting fail with `ConnectionError`."""
+        """Stop sending; increments still waiting fail with `StoreUnavailable`."""
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
-        self._fail(self._pending, ConnectionError("the counter service stopped"))
+        self._fail(self._pending, StoreUnavailable("the counter service stopped"))
         self._pending = []
 
     async def _send_all(self) -> None:
@@ -64,7 +65,7 @@ class IncrementBatcher:
         try:
             results = await self._store.incr_many([(p.name, p.amount) for p in batch])
         except asyncio.CancelledError:
-            self._fail(batch, ConnectionError("the counter service stopped"))
+            self._fail(batch, StoreUnavailable("the counter service stopped"))
             raise
         except Exception as exc:
             self._fail(batch, exc)

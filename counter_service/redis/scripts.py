@@ -1,24 +1,96 @@
-"""The server-side Lua scripts: each runs atomically inside Redis in one round trip."""
+"""The server-side Lua scripts: each runs atomically inside Redis in one round trip.
+
+Every script checks the keys it will change before it writes anything: Redis does not
+roll a script back, so a check after the first write would leave half a change.
+Values and versions are read back with GET: Lua numbers are doubles and would print
+large integers in exponent form.
+"""
+
+# problem(key, is_value): why `key` is not a counter key, or nil if it is one (or absent).
+# A value is a signed 64-bit decimal; a version is a positive decimal of at most 18
+# digits, so INCR can never overflow it. Lua numbers are doubles, so the 64-bit bound
+# is checked on the digits: equal-length digit strings compare like the numbers.
+_CHECKS = """
+local function in_int64(text)
+  local negative = string.sub(text, 1, 1) == '-'
+  local digits = negative and string.sub(text, 2) or text
+  if #digits ~= 19 then return #digits < 19 end
+  return digits <= (negative and '9223372036854775808' or '9223372036854775807')
+end
+local function problem(key, is_value)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'none' then return nil end
+  if kind ~= 'string' then return 'holds a ' .. kind .. ', not a counter' end
+  local text = redis.call('GET', key)
+  local digits = is_value and '^%-?[1-9]%d*$' or '^[1-9]%d*$'
+  local longest = is_value and 20 or 18
+  if text ~= '0' and (#text > longest or not string.match(text, digits)) then
+    return 'holds ' .. string.format('%q', string.sub(text, 1, 40)) .. ', not an integer'
+  end
+  if is_value and not in_int64(text) then return 'holds a value outside a 64-bit integer' end
+  return nil
+end
+local function corrupt(key, why)
+  return redis.error_reply('CORRUPT ' .. key .. ' ' .. why)
+end
+local function now_ms()
+  local now = redis.call('TIME')
+  return now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
+end
+local function event(name, value, version)
+  return '{"name":"' .. name .. '","value":' .. value .. ',"version":' .. version
+    .. ',"ts":' .. now_ms() .. '}'
+end
+"""
 
 # KEYS: value key, version key. ARGV: channel, counter name, amount.
-# Values are read back with GET so the event carries Redis's exact decimal text:
-# Lua numbers are doubles and would print large integers in exponent form.
-INCREMENT = """
-redis.call('INCRBY', KEYS[1], ARGV[3])
+INCREMENT = (
+    _CHECKS
+    + """
+for i = 1, 2 do
+  local why = problem(KEYS[i], i == 1)
+  if why then return corrupt(KEYS[i], why) end
+end
+local added = redis.pcall('INCRBY', KEYS[1], ARGV[3])
+if type(added) == 'table' and added['err'] then
+  if string.find(added['err'], 'overflow') then
+    return redis.error_reply('OVERFLOW ' .. KEYS[1] .. ' ' .. added['err'])
+  end
+  return corrupt(KEYS[1], 'holds a value outside a 64-bit integer')
+end
 redis.call('INCR', KEYS[2])
 local value = redis.call('GET', KEYS[1])
 local version = redis.call('GET', KEYS[2])
-redis.call('PUBLISH', ARGV[1],
-  '{"name":"' .. ARGV[2] .. '","value":' .. value .. ',"version":' .. version .. '}')
+redis.call('PUBLISH', ARGV[1], event(ARGV[2], value, version))
 return {value, version}
 """
+)
+
+# KEYS: value key, version key. Returns {value, version} (nil for absent keys).
+READ = (
+    _CHECKS
+    + """
+for i = 1, 2 do
+  local why = problem(KEYS[i], i == 1)
+  if why then return corrupt(KEYS[i], why) end
+end
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+"""
+)
 
 # KEYS: workers set, this worker's key, online value key, online version key.
 # ARGV: worker id, live connections (or -1 to leave), key TTL in ms, worker key
 # prefix, channel, counter name.
 # Sums the live workers (dropping those whose key expired) and publishes the
 # total only when it changed, so heartbeats cost no traffic in a steady state.
-PRESENCE = """
+# The service owns these keys: a corrupt one is reset rather than refused.
+PRESENCE = (
+    _CHECKS
+    + """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'set' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+if problem(KEYS[3], true) then redis.call('DEL', KEYS[3]) end
+if problem(KEYS[4], false) then redis.call('DEL', KEYS[4]) end
 if tonumber(ARGV[2]) < 0 then
   redis.call('DEL', KEYS[2])
   redis.call('SREM', KEYS[1], ARGV[1])
@@ -28,16 +100,17 @@ else
 end
 local total = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local count = redis.call('GET', ARGV[4] .. id)
-  if count then total = total + tonumber(count) else redis.call('SREM', KEYS[1], id) end
+  local count = tonumber(redis.pcall('GET', ARGV[4] .. id))
+  if count then total = total + count else redis.call('SREM', KEYS[1], id) end
 end
 total = string.format('%d', total)
 if redis.call('GET', KEYS[3]) == total then
   return {total, redis.call('GET', KEYS[4]) or '0'}
 end
 redis.call('SET', KEYS[3], total)
-local version = tostring(redis.call('INCR', KEYS[4]))
-redis.call('PUBLISH', ARGV[5],
-  '{"name":"' .. ARGV[6] .. '","value":' .. total .. ',"version":' .. version .. '}')
+redis.call('INCR', KEYS[4])
+local version = redis.call('GET', KEYS[4])
+redis.call('PUBLISH', ARGV[5], event(ARGV[6], total, version))
 return {total, version}
 """
+)

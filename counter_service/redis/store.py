@@ -1,64 +1,78 @@
-"""Counter operations against Redis: increment, snapshot and presence reports."""
+"""Counter operations against Redis: increment, read back, and presence reports.
+
+This is the seam between the library and Redis's errors: what leaves it is a
+`CounterEvent` or one of `counter_service.errors`, never a redis-py exception."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from counter_service.events import CounterEvent
-from counter_service.names import Names, check_counter_name
-from counter_service.redis.scripts import INCREMENT, PRESENCE
+from counter_service.errors import (
+    CorruptCounter,
+    CounterOverflow,
+    StoreError,
+    StoreUnavailable,
+)
+from counter_service.events import INT64_MAX, CounterEvent
+from counter_service.names import ONLINE, Names, check_counter_name
+from counter_service.redis.scripts import INCREMENT, PRESENCE, READ
 
-ONLINE = "online"
-
-_INT64_MAX = 2**63 - 1
+ReadResult = CounterEvent | CorruptCounter
 
 
 class CounterStore:
-    """Atomic counter operations: every change is written and published by one script."""
+    """Atomic counter operations: every change is checked, written and published by
+    one script."""
 
     def __init__(self, client: Redis, names: Names) -> None:
         self._client = client
         self._names = names
         self._increment = client.register_script(INCREMENT)
+        self._read = client.register_script(READ)
         self._presence = client.register_script(PRESENCE)
 
     async def incr(self, name: str, amount: int = 1) -> CounterEvent:
         """Add `amount` to counter `name` and publish the change; return the new state."""
-        keys, args = self._increment_call(name, amount)
-        return _event(name, await self._increment(keys=keys, args=args))
+        [result] = await self.incr_many([(name, amount)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def incr_many(self, items: Sequence[tuple[str, int]]) -> list[CounterEvent | Exception]:
         """Run several increments in one pipelined round trip, each still atomic.
 
-        One result per item, in order: its new state, or the error Redis gave for it."""
-        calls = [self._increment_call(name, amount) for name, amount in items]
-        async with self._client.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                await self._increment(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
-        return [
-            reply if isinstance(reply, Exception) else _event(name, reply)
-            for (name, _), reply in zip(items, replies, strict=True)
-        ]
+        One result per item, in order: its new state, or `CorruptCounter`,
+        `CounterOverflow` or `StoreError` for that item alone. Raises
+        `StoreUnavailable` if Redis cannot be reached."""
+        calls = [self._counter_call(name, amount) for name, amount in items]
+        replies = await self._pipelined(self._increment, calls)
+        return [_result(name, reply) for (name, _), reply in zip(items, replies, strict=True)]
 
-    def _increment_call(self, name: str, amount: int) -> tuple[list[str], list[str | int]]:
-        check_increment(name, amount)
-        keys = [self._names.value(name), self._names.version(name)]
-        return keys, [self._names.channel, name, amount]
+    async def read(self, name: str) -> CounterEvent:
+        """Counter `name` as Redis holds it now (value 0 at version 0 if never changed)."""
+        [result] = await self.read_many([name])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    async def snapshot(self, names: Iterable[str]) -> list[CounterEvent]:
-        """Current value and version of each counter, read atomically in one MGET.
-
-        A counter that was never changed reads as value 0 at version 0."""
+    async def read_many(self, names: Iterable[str]) -> list[ReadResult]:
+        """Each counter as Redis holds it, in one pipelined round trip; a corrupt
+        counter yields its `CorruptCounter` without failing the others."""
         names = list(names)
-        keys = [
-            key for name in names for key in (self._names.value(name), self._names.version(name))
-        ]
-        raw = await self._client.mget(keys)
-        return [_event(name, raw[2 * i : 2 * i + 2]) for i, name in enumerate(names)]
+        calls = [self._counter_call(name) for name in names]
+        replies = await self._pipelined(self._read, calls)
+        results = [_result(name, reply) for name, reply in zip(names, replies, strict=True)]
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, CorruptCounter):
+                raise result
+        return results  # type: ignore[return-value]  # only events and CorruptCounter remain
 
     async def report_presence(self, worker_id: str, live: int, ttl_ms: int) -> CounterEvent:
         """Record this worker's live connections for `ttl_ms` and return the total online.
@@ -76,17 +90,71 @@ class CounterStore:
             live,
             ttl_ms,
             names.presence_prefix,
-            names.channel,
+            names.counter_events,
             ONLINE,
         ]
-        return _event(ONLINE, await self._presence(keys=keys, args=args))
+        with translated_errors():
+            return _event(ONLINE, await self._presence(keys=keys, args=args))
+
+    def _counter_call(self, name: str, amount: int | None = None) -> tuple[list[str], list[Any]]:
+        keys = [self._names.value(name), self._names.version(name)]
+        if amount is None:
+            return keys, []
+        check_amount(amount)
+        return keys, [self._names.counter_events, name, amount]
+
+    async def _pipelined(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        if not calls:
+            return []
+        with translated_errors():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    await script(keys=keys, args=args, client=pipe)
+                return list(await pipe.execute(raise_on_error=False))
 
 
 def check_increment(name: str, amount: int) -> None:
     """Raise `InvalidCounterName` or `ValueError` unless this increment is well-formed."""
     check_counter_name(name)
-    if type(amount) is not int or not -_INT64_MAX <= amount <= _INT64_MAX:
+    check_amount(amount)
+
+
+def check_amount(amount: object) -> None:
+    """Raise `ValueError` unless `amount` is a 64-bit integer (bool is not)."""
+    if type(amount) is not int or not -INT64_MAX <= amount <= INT64_MAX:
         raise ValueError(f"amount {amount!r} must be a 64-bit integer")
+
+
+@contextlib.contextmanager
+def translated_errors() -> Iterator[None]:
+    """Turn redis-py's connection failures into `StoreUnavailable`, and any other
+    refusal of a whole command or pipeline into `StoreError`."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+    except RedisError as exc:
+        raise StoreError(f"Redis refused: {exc}") from exc
+
+
+def _result(name: str, reply: Any) -> CounterEvent | Exception:
+    if isinstance(reply, ResponseError):
+        return _refusal(name, str(reply))
+    if isinstance(reply, (RedisConnectionError, RedisTimeoutError)):
+        return StoreUnavailable(f"Redis is unreachable: {reply}")
+    if isinstance(reply, RedisError):
+        return StoreError(f"Redis refused counter {name!r}: {reply}")
+    return _event(name, reply)
+
+
+def _refusal(name: str, message: str) -> Exception:
+    code, _, rest = message.partition(" ")
+    key, _, detail = rest.partition(" ")
+    if code == "CORRUPT":
+        return CorruptCounter(name, key, detail)
+    if code == "OVERFLOW":
+        return CounterOverflow(f"counter {name!r}: {detail}")
+    return StoreError(f"Redis refused counter {name!r}: {message}")
 
 
 def _event(name: str, reply: Sequence[Any]) -> CounterEvent:

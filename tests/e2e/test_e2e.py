@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from counter_service.devtools.fleet import Fleet, ServerProcess
 from counter_service.devtools.headless import HeadlessSession
 from tests.support import eventually
+from ui.contract import COUNTERS
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +32,7 @@ class Client:
         session.on_change = self._record
 
     def _record(self, key: str, value: object, _at: float) -> None:
-        if key in ("views", "clicks", "online") and value is not None:
+        if key in COUNTERS and str(value).isdigit():
             self.history[key].append(int(str(value)))
 
     def shows(self, **expected: int) -> bool:
@@ -78,7 +79,7 @@ async def test_clicks_split_over_two_processes_converge_everywhere(
 
     redis = Redis.from_url(fleet.redis.url)
     try:
-        assert await redis.get("counter-service:counter:clicks") == b"500"
+        assert await redis.get("counter-service:counter:{clicks}") == b"500"
         clients_per_server = await redis.client_list(_type="pubsub")
         assert len(clients_per_server) == 2  # one subscription per process, not per session
     finally:
@@ -183,3 +184,24 @@ async def test_pages_that_vanish_mid_update_leave_the_fanout(fleet: Fleet) -> No
         WAIT_S,
         "every page gone",
     )
+
+
+async def test_a_page_that_reconnects_catches_up_and_stays_live(fleet: Fleet) -> None:
+    server = fleet.servers[0]
+    clicker = Client(await HeadlessSession.connect(server.url), server.url)
+    leaver = await HeadlessSession.connect(server.url)
+    await leaver.wait_for(lambda s: s.int_value("clicks") == 0, WAIT_S)
+    session_id = leaver.session_id
+    await leaver.close()
+    await eventually(lambda: metrics(server)["pages"] == 1, WAIT_S, "the leaver is parked")
+    await clicker.session.click("increment")
+    await wait_all([clicker], clicks=1)
+    back = await HeadlessSession.connect(server.url, session_id=session_id)
+    try:
+        assert back.session_id == session_id  # the same Flet session, not a new visit
+        await back.wait_for(lambda s: s.int_value("clicks") == 1, WAIT_S)
+        await eventually(lambda: metrics(server)["pages"] == 2, WAIT_S, "resumed")
+        await clicker.session.click("increment")
+        await back.wait_for(lambda s: s.int_value("clicks") == 2, WAIT_S)
+    finally:
+        await asyncio.gather(back.close(), clicker.session.close())

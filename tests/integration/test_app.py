@@ -30,6 +30,7 @@ def test_embedded_store_is_alive_and_ready() -> None:
             "ready": True,
             "redis_reachable": True,
             "relay_subscribed": True,
+            "tasks_down": [],
             "worker": client.get("/healthz").json()["worker"],
         }
 
@@ -90,6 +91,8 @@ def test_metrics_report_loop_lag_relay_and_pages() -> None:
             "live_connections",
             "pages",
             "relay",
+            "subscriber",
+            "messages",
         }
         assert metrics["pages"] == 0
-        assert metrics["relay"]["subscribes"] >= 1
+        assert metrics["subscriber"]["subscribes"] >= 1

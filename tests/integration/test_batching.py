@@ -4,11 +4,11 @@ from collections.abc import Sequence
 import fakeredis
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
-from counter_service import CounterEvent, InvalidCounterName, Names
 from counter_service.devtools.fleet import RedisProcess
+from counter_service.errors import CorruptCounter, InvalidCounterName, StoreUnavailable
+from counter_service.events import CounterEvent
+from counter_service.names import Names
 from counter_service.redis.batching import IncrementBatcher
 from counter_service.redis.store import CounterStore
 
@@ -57,7 +57,7 @@ async def test_a_redis_error_on_one_increment_stays_with_it(redis_client: Redis)
         batcher.incr("clicks"),
         return_exceptions=True,
     )
-    assert isinstance(broken, ResponseError)
+    assert isinstance(broken, CorruptCounter)
     assert {first, last} == {CounterEvent("clicks", 1, 1), CounterEvent("clicks", 2, 2)}
 
 
@@ -70,7 +70,7 @@ async def test_a_dead_connection_fails_the_batch_and_later_batches_recover(
     results = await asyncio.gather(
         *(batcher.incr("clicks") for _ in range(5)), return_exceptions=True
     )
-    assert all(isinstance(r, RedisConnectionError) for r in results), results
+    assert all(isinstance(r, StoreUnavailable) for r in results), results
     redis_server.start()
     assert (await batcher.incr("clicks")).value == 1  # a fresh, empty Redis
 

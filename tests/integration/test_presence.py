@@ -2,7 +2,7 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from counter_service import Names
+from counter_service.names import Names
 from counter_service.presence import Presence
 from counter_service.redis.store import CounterStore
 from tests.support import eventually

@@ -3,13 +3,14 @@ import time
 
 import pytest
 
-from counter_service import CounterEvent, CounterUpdate
 from counter_service.coalescer import Coalescer, next_delay, run_flusher
+from counter_service.events import CounterEvent
+from counter_service.versions import CounterUpdate
 from tests.support import eventually
 
 
 def up(name: str, version: int, reset: bool = False) -> CounterUpdate:
-    return CounterUpdate(CounterEvent(name, version, version), reset)
+    return CounterUpdate(name, CounterEvent(name, version, version), reset)
 
 
 def test_latest_value_wins_per_counter() -> None:
@@ -18,7 +19,7 @@ def test_latest_value_wins_per_counter() -> None:
         coalescer.put(up("clicks", version))
     coalescer.put(up("views", 3))
     assert len(coalescer) == 2
-    assert sorted(coalescer.take(), key=lambda u: u.event.name) == [
+    assert sorted(coalescer.take(), key=lambda u: u.name) == [
         up("clicks", 1000),
         up("views", 3),
     ]

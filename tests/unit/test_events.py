@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from counter_service import CounterEvent, InvalidEvent, parse_event
+from counter_service.events import CounterEvent, InvalidEvent, parse_event
 
 
 def test_round_trip() -> None:
@@ -26,7 +26,9 @@ def test_large_values_keep_every_digit() -> None:
         '"clicks"',
         '{"name": "clicks", "value": 1}',
         '{"name": "clicks", "value": 1, "version": 1, "extra": 0}',
-        '{"name": "Clicks", "value": 1, "version": 1}',
+        '{"name": "a b", "value": 1, "version": 1}',
+        '{"name": "clicks", "value": 1, "version": 1, "ts": "now"}',
+        '{"name": "clicks", "value": 1, "version": 1, "ts": -1}',
         '{"name": 5, "value": 1, "version": 1}',
         '{"name": "clicks", "value": "1", "version": 1}',
         '{"name": "clicks", "value": 1.5, "version": 1}',

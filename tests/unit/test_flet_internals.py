@@ -1,7 +1,10 @@
-"""The direct fan-out leans on Flet internals; these tests fail loudly if an upgrade
-changes them (patch format, message body, dirty tracking)."""
+"""Guard tests for every Flet internal this library leans on (counter_service.flet.internals).
+Each fails loudly if a Flet upgrade changes what it relies on."""
 
+import asyncio
 import inspect
+import threading
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,16 +20,30 @@ from flet.messaging.protocol import (
     PatchControlBody,
     configure_encode_object_for_msgpack,
 )
+from flet.messaging.session import Session
+from flet.pubsub.pubsub_client import PubSubClient
+from flet_web.fastapi import app_manager
+from flet_web.fastapi.flet_app import FletApp
 
-from counter_service import CounterEvent, CounterUpdate
-from counter_service.flet.bridge import Fanout, LiveNumbers, cache_event_types, value_patch
+from counter_service.flet import internals
+from counter_service.flet.internals import (
+    CrossProcessHub,
+    cache_event_types,
+    hub_of,
+    install_hub,
+    send_value,
+    session_evicted,
+    uninstall_hub,
+    value_patch,
+)
+from tests.support import eventually
 
 ENCODE = configure_encode_object_for_msgpack(BaseControl)
 
 
 def wire(message: Message) -> bytes:
     """What Flet's FletApp.send_message puts on the websocket."""
-    return msgpack.packb([message.action, message.body], default=ENCODE)
+    return bytes(msgpack.packb([message.action, message.body], default=ENCODE))
 
 
 def on_the_wire(text: ft.Text) -> ft.Text:
@@ -42,13 +59,7 @@ class Connection:
         self.sent.append(wire(message))
 
 
-def attached(board: LiveNumbers, connection: Connection | None) -> LiveNumbers:
-    board.attach(SimpleNamespace(session=SimpleNamespace(connection=connection)))  # type: ignore[arg-type]  # a page as far as the board looks
-    return board
-
-
-def update(value: int, version: int | None = None, reset: bool = False) -> CounterUpdate:
-    return CounterUpdate(CounterEvent("clicks", value, version or value), reset)
+# 1. The direct value patch
 
 
 def test_value_patch_is_exactly_flets_own_diff() -> None:
@@ -66,7 +77,7 @@ def test_value_patch_is_exactly_flets_own_diff() -> None:
 def test_a_direct_push_leaves_flet_nothing_to_send() -> None:
     text = on_the_wire(ft.Text(key="clicks", value="0"))
     connection = Connection()
-    attached(LiveNumbers({"clicks": text}), connection).show(update(7))
+    assert send_value(text, "7", connection)
     assert text.value == "7"
     patch, *_ = ObjectPatch.from_diff(text, text, control_cls=BaseControl)
     assert patch.to_message() == [[0]]  # what update() would send now: nothing
@@ -74,60 +85,19 @@ def test_a_direct_push_leaves_flet_nothing_to_send() -> None:
     assert connection.sent == [wire(Message(MessageAction.PATCH_CONTROL, expected))]
 
 
-def test_only_newer_versions_or_resets_are_sent() -> None:
+def test_a_connection_whose_send_loop_ended_raises_attribute_error() -> None:
+    # send_value relies on this to tell "the socket is gone" from a bug.
+    app = object.__new__(FletApp)
+    app._FletApp__send_queue = None  # type: ignore[attr-defined]  # as after its send loop
+    with pytest.raises(AttributeError):
+        app.send_message(Message(MessageAction.PATCH_CONTROL, {"id": 1, "patch": []}))
     text = on_the_wire(ft.Text(key="clicks", value="0"))
-    connection = Connection()
-    board = attached(LiveNumbers({"clicks": text}), connection)
-    for item in (update(3), update(2), update(3), update(4), update(1, reset=True)):
-        board.show(item)
-    assert len(connection.sent) == 3
-    assert text.value == "1"
+    assert not send_value(text, "3", app)
+    assert text.value == "3"
+    assert "value" in text._dirty  # left for the reconnect's full render
 
 
-def test_a_board_off_the_wire_keeps_the_value_for_the_next_render() -> None:
-    text = on_the_wire(ft.Text(key="clicks", value="0"))
-    board = LiveNumbers({"clicks": text})
-    board.show(update(4))
-    attached(board, None).show(update(5))  # disconnected session
-    assert text.value == "5"
-
-
-def test_update_mode_goes_through_flets_update() -> None:
-    text = ft.Text(key="clicks", value="0")
-    calls: list[str] = []
-    text.update = lambda: calls.append(text.value)  # type: ignore[method-assign]
-    attached(LiveNumbers({"clicks": text}, direct=False), Connection()).show(update(9))
-    assert calls == ["9"]
-
-
-def test_counters_without_a_text_are_ignored() -> None:
-    board = attached(LiveNumbers({}), Connection())
-    board.show(update(1))
-
-
-def test_fanout_reaches_every_board_even_past_a_broken_one() -> None:
-    class Broken(Connection):
-        def send_message(self, message: Message) -> None:
-            raise AttributeError("'NoneType' object has no attribute 'put_nowait'")
-
-    fanout = Fanout()
-    good: list[Connection] = []
-    for connection in (Connection(), Broken(), Connection()):
-        text = on_the_wire(ft.Text(key="clicks", value="0"))
-        fanout.add(attached(LiveNumbers({"clicks": text}), connection))
-        if not isinstance(connection, Broken):
-            good.append(connection)
-    fanout.deliver([update(1)])
-    assert [len(c.sent) for c in good] == [1, 1]
-
-
-@pytest.mark.parametrize("name", ["views", "online"])
-def test_each_counter_patches_its_own_text(name: str) -> None:
-    texts: dict[str, Any] = {n: on_the_wire(ft.Text(key=n, value="0")) for n in ("views", "online")}
-    connection = Connection()
-    attached(LiveNumbers(texts), connection).show(CounterUpdate(CounterEvent(name, 3, 1)))
-    assert texts[name].value == "3"
-    assert [t.value for n, t in texts.items() if n != name] == ["0"]
+# 2. The event-type cache
 
 
 def test_flet_still_resolves_event_types_through_the_cached_function() -> None:
@@ -137,11 +107,7 @@ def test_flet_still_resolves_event_types_through_the_cached_function() -> None:
 
 @pytest.mark.parametrize(
     ("control", "field"),
-    [
-        (ft.Button(content="x"), "on_click"),
-        (ft.Text("x"), "on_tap"),
-        (ft.Column(), "on_scroll"),
-    ],
+    [(ft.Button(content="x"), "on_click"), (ft.Text("x"), "on_tap"), (ft.Column(), "on_scroll")],
 )
 def test_cached_event_types_match_flets_own(control: BaseControl, field: str) -> None:
     original = _original_event_type_function()
@@ -155,8 +121,7 @@ def test_page_events_resolve_to_flets_types_once_cached() -> None:
     original = _original_event_type_function()
     cache_event_types()
     cached = base_control.get_event_field_type  # type: ignore[attr-defined]  # patched name
-    page_class = ft.Page
-    fake_page = object.__new__(page_class)
+    fake_page = object.__new__(ft.Page)
     for field in ("on_route_change", "on_connect", "on_disconnect", "on_close"):
         assert cached(fake_page, field) == original(fake_page, field) is not None, field
 
@@ -180,3 +145,153 @@ def _original_event_type_function() -> Any:
     from flet.controls.control_event import get_event_field_type
 
     return get_event_field_type
+
+
+# 3. The cross-process hub
+
+
+class Published:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str | None, Any, str | None]] = []
+        self.closed: list[str] = []
+
+    def __call__(self, topic: str | None, message: Any, exclude: str | None) -> None:
+        if message == "refuse":
+            raise TypeError("refused")
+        self.calls.append((topic, message, exclude))
+
+
+async def test_flet_sessions_get_the_installed_hub_for_their_main() -> None:
+    async def main(page: ft.Page) -> None:
+        return None
+
+    published = Published()
+    hub = CrossProcessHub(published, asyncio.get_running_loop(), published.closed.append)
+    install_hub(main, hub)
+    try:
+        assert app_manager.get_pubsubhub(main) is hub
+    finally:
+        uninstall_hub(main)
+    assert app_manager.get_pubsubhub(main) is not hub
+
+
+async def test_page_pubsub_sends_through_the_hub_it_was_given() -> None:
+    published = Published()
+    hub = CrossProcessHub(published, asyncio.get_running_loop(), published.closed.append)
+    client = PubSubClient(hub, "session-a")
+    assert hub_of(SimpleNamespace(pubsub=client)) is hub  # type: ignore[arg-type]  # a page as far as hub_of looks
+    client.send_all("a")
+    client.send_all_on_topic("t", "b")
+    client.send_others("c")
+    client.send_others_on_topic("t", "d")
+    assert published.calls == [
+        (None, "a", None),
+        ("t", "b", None),
+        (None, "c", "session-a"),
+        ("t", "d", "session-a"),
+    ]
+
+
+async def test_delivery_uses_flets_own_routing_with_the_exclusion() -> None:
+    published = Published()
+    hub = CrossProcessHub(published, asyncio.get_running_loop(), published.closed.append)
+    got: list[tuple[str, Any]] = []
+
+    def handler_for(session: str) -> Any:
+        async def on_topic(topic: str, message: Any) -> None:
+            got.append((session, (topic, message)))
+
+        return on_topic
+
+    for session in ("a", "b"):
+        hub.subscribe_topic(session, "t", handler_for(session))
+    hub.deliver("t", 1, "a")
+    hub.deliver("t", 2, None)
+    hub.deliver("other", 3, None)
+    await eventually(lambda: len(got) == 3, what="three deliveries")
+    assert sorted(got) == [("a", ("t", 2)), ("b", ("t", 1)), ("b", ("t", 2))]
+
+
+async def test_a_send_from_flets_thread_pool_publishes_on_the_loop() -> None:
+    published = Published()
+    hub = CrossProcessHub(published, asyncio.get_running_loop(), published.closed.append)
+    publishing_threads: list[int] = []
+    original = published.__call__
+
+    def recording(topic: str | None, message: Any, exclude: str | None) -> None:
+        publishing_threads.append(threading.get_ident())
+        original(topic, message, exclude)
+
+    hub._publish = recording
+    await asyncio.to_thread(hub.send_all, "from a thread")
+    with pytest.raises(TypeError, match="refused"):
+        await asyncio.to_thread(hub.send_all, "refuse")
+    assert publishing_threads == [threading.get_ident()] * 2
+    assert published.calls == [(None, "from a thread", None)]
+
+
+def test_flet_unsubscribes_a_closing_session_from_its_hub() -> None:
+    assert "unsubscribe_all()" in inspect.getsource(Session.close)
+
+
+# 4. Session cleanup
+
+
+def test_session_evicted_reads_flets_expiry() -> None:
+    def page(expires_at: datetime | None) -> Any:
+        return SimpleNamespace(session=SimpleNamespace(expires_at=expires_at))
+
+    now = datetime.now(UTC)
+    assert not session_evicted(page(None))
+    assert not session_evicted(page(now + timedelta(seconds=30)))
+    assert session_evicted(page(now - timedelta(seconds=1)))
+
+
+async def test_an_abandoned_session_is_disconnected_with_flets_timeout() -> None:
+    calls: list[int] = []
+
+    class FakeSession:
+        expires_at = None
+        connection = "old"
+
+        async def disconnect(self, timeout: int) -> None:
+            calls.append(timeout)
+
+    page: Any = SimpleNamespace(session=FakeSession())
+    await internals.disconnect_if_abandoned(page, "old")
+    await internals.disconnect_if_abandoned(page, "another")  # reconnected meanwhile
+    assert calls == [internals.session_timeout()]
+    assert list(inspect.signature(Session.disconnect).parameters) == [
+        "self",
+        "session_timeout_seconds",
+    ]
+
+
+# 5. Reconnects
+
+
+def test_flet_reattaches_a_session_through_the_session_manager() -> None:
+    source = inspect.getsource(FletApp)
+    assert "await app_manager.reconnect_session(" in source
+    assert list(inspect.signature(app_manager.reconnect_session).parameters)[:2] == [
+        "session_id",
+        "conn",
+    ]
+
+
+async def test_reconnect_handlers_hear_of_a_reattached_session() -> None:
+    session: Any = SimpleNamespace(id="abc", attach_connection=lambda conn: None)
+    session.dispatch_connect_event = _no_connect_handler
+    heard: list[Any] = []
+    stop = internals.on_reconnect(heard.append)
+    await app_manager.add_session("page-abc", session)
+    try:
+        await app_manager.reconnect_session("page-abc", object())
+    finally:
+        stop()
+        app_manager._FletAppManager__sessions.pop("page-abc", None)  # type: ignore[attr-defined]  # test cleanup
+    assert heard == [session]
+
+
+async def _no_connect_handler() -> None:
+    return None

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from counter_service.devtools.loadtest.recorder import NUMBERS
 from counter_service.devtools.loadtest.targets import http_url
+from counter_service.events import CounterEvent
 from counter_service.names import Names
 from counter_service.redis.store import CounterStore
 from counter_service.stats import histogram_quantile
@@ -40,10 +41,10 @@ async def read_counters(redis_url: str, namespace: str) -> dict[str, int]:
     """The stored value of every page number (a missing key reads as 0)."""
     client = Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, client_name=OWN_NAME)
     try:
-        events = await CounterStore(client, Names(namespace)).snapshot(NUMBERS)
+        results = await CounterStore(client, Names(namespace)).read_many(NUMBERS)
     finally:
         await client.aclose()
-    return {event.name: event.value for event in events}
+    return {r.name: r.value for r in results if isinstance(r, CounterEvent)}
 
 
 async def repeat(every: float, step: Callable[[], Awaitable[bool]]) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-CLICKS = "clicks"
-VIEWS = "views"
-ONLINE = "online"
-STATUS = "status"
+from ui.contract import CLICKS, ONLINE, STATUS, VIEWS
+
+__all__ = ["CLICKS", "NUMBERS", "ONLINE", "STATUS", "VIEWS"]
+
 NUMBERS = (CLICKS, VIEWS, ONLINE)
 
 

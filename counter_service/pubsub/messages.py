@@ -1,0 +1,197 @@
+"""App messages across processes: JSON envelopes, their publisher, and their relay.
+
+Every message, including one for the sender's own process, is delivered when it comes
+back from Redis: Redis orders one channel's messages the same way for every
+subscriber, so every session on every worker sees them in the same order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from redis.asyncio import Redis
+
+from counter_service.backoff import Backoff
+from counter_service.errors import MessageTooLarge, StoreError, StoreUnavailable
+from counter_service.redis.store import translated_errors
+from counter_service.tasks import BackgroundTask
+
+logger = logging.getLogger(__name__)
+
+MAX_PENDING = 10_000
+MAX_DEPTH = 64
+_BATCH = 256
+_KEYS = frozenset({"w", "s", "t", "m"})
+
+
+class InvalidMessage(ValueError):
+    """Something on the messages channel that is not one of our envelopes."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppMessage:
+    """One app message: `topic` None for `send_all`/`send_others`; `exclude` names the
+    sender's session for `send_others*`, which only its own worker (`worker`) has."""
+
+    worker: str
+    exclude: str | None
+    topic: str | None
+    message: Any
+
+    def excluded_on(self, worker_id: str) -> str | None:
+        """The session to leave out on worker `worker_id`, if any."""
+        return self.exclude if self.worker == worker_id else None
+
+
+def check_json(value: Any, depth: int = 0) -> None:
+    """Raise `TypeError` unless `value` is made only of dict (str keys), list, str,
+    int, float (finite), bool and None: what JSON carries without changing it."""
+    kind = type(value)
+    if value is None or kind is str or kind is bool or kind is int:
+        return
+    if kind is float:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise TypeError(f"messages must be JSON values; {value!r} is not")
+        return
+    if depth >= MAX_DEPTH:
+        raise TypeError(f"messages must be JSON values nested at most {MAX_DEPTH} deep")
+    if kind is list:
+        for item in value:
+            check_json(item, depth + 1)
+    elif kind is dict:
+        _check_dict(value, depth)
+    else:
+        raise TypeError(
+            f"messages must be JSON values (dict, list, str, int, float, bool, None);"
+            f" got {kind.__name__}"
+        )
+
+
+def _check_dict(value: dict[Any, Any], depth: int) -> None:
+    for key, item in value.items():
+        if type(key) is not str:
+            raise TypeError(f"message dict keys must be str; got {type(key).__name__}")
+        check_json(item, depth + 1)
+
+
+def encode(message: AppMessage, limit: int) -> str:
+    """The envelope's JSON text; `TypeError` for non-JSON values, `MessageTooLarge`
+    if it takes more than `limit` bytes."""
+    check_json(message.message)
+    if message.topic is not None and type(message.topic) is not str:
+        raise TypeError(f"topic must be a str; got {type(message.topic).__name__}")
+    data = {"w": message.worker, "s": message.exclude, "t": message.topic, "m": message.message}
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    size = len(text.encode())
+    if size > limit:
+        raise MessageTooLarge(f"message of {size} bytes is over the limit of {limit} bytes")
+    return text
+
+
+def parse(raw: bytes | str) -> AppMessage:
+    """One envelope from the channel; `InvalidMessage` if it is not one."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidMessage(f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or set(data) != _KEYS:
+        raise InvalidMessage("expected an object with exactly w, s, t and m")
+    worker, exclude, topic = data["w"], data["s"], data["t"]
+    if not isinstance(worker, str) or not all(_str_or_none(v) for v in (exclude, topic)):
+        raise InvalidMessage("w must be a string, s and t strings or null")
+    return AppMessage(worker, exclude, topic, data["m"])
+
+
+def _str_or_none(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+class Publisher:
+    """Publishes envelopes in the order they were handed over, a pipelined round trip
+    per batch. A batch that fails is retried (with backoff) before anything newer, so
+    nothing accepted is dropped; while Redis is unreachable new sends are refused at
+    once. A retried batch may reach Redis twice if the connection broke mid-way."""
+
+    def __init__(
+        self, client: Redis, channel: str, reachable: Callable[[], bool] = lambda: True
+    ) -> None:
+        self._client = client
+        self._channel = channel
+        self._reachable = reachable
+        self._pending: deque[tuple[str, asyncio.Future[None] | None]] = deque()
+        self._wake = asyncio.Event()
+        self._backoff = Backoff(base=0.05, cap=2.0)
+        self.failing = False
+        self.published = 0
+        self.task = BackgroundTask("message-publisher", self._run)
+
+    def check_available(self) -> None:
+        """Raise `StoreUnavailable` if a message sent now could not be delivered."""
+        if self.failing or not self._reachable():
+            raise StoreUnavailable("Redis is unreachable; the message was not sent")
+        if len(self._pending) >= MAX_PENDING:
+            raise StoreUnavailable(f"{MAX_PENDING} messages are waiting for Redis; not sent")
+
+    def send_nowait(self, text: str) -> None:
+        """Queue `text` for publishing (call on the event loop's thread)."""
+        self.check_available()
+        self._pending.append((text, None))
+        self._wake.set()
+
+    async def send(self, text: str) -> None:
+        """Publish `text` and return once Redis has taken it."""
+        self.check_available()
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((text, done))
+        self._wake.set()
+        await done
+
+    async def start(self) -> None:
+        self.task.start()
+
+    async def stop(self) -> None:
+        await self.task.stop()
+        if self._pending:
+            logger.warning("%d app messages were not published: stopping", len(self._pending))
+        for _, done in self._pending:
+            if done is not None and not done.done():
+                done.set_exception(StoreUnavailable("the service stopped before publishing"))
+        self._pending.clear()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            while self._pending:
+                await self._publish_batch(list(islice(self._pending, _BATCH)))
+            self._wake.clear()
+
+    async def _publish_batch(self, batch: list[tuple[str, asyncio.Future[None] | None]]) -> None:
+        try:
+            with translated_errors():
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for text, _ in batch:
+                        pipe.publish(self._channel, text)
+                    await pipe.execute()
+        except StoreError as exc:
+            self.failing = True
+            delay = self._backoff.next_delay()
+            logger.warning("publishing app messages failed (%s); retrying in %.2fs", exc, delay)
+            await asyncio.sleep(delay)
+            return
+        self._published(len(batch))
+
+    def _published(self, count: int) -> None:
+        for _ in range(count):
+            _, done = self._pending.popleft()
+            if done is not None and not done.done():
+                done.set_result(None)
+        self.published += count
+        self.failing = False
+        self._backoff.reset()
