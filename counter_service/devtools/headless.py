@@ -14,7 +14,8 @@ import asyncio
 import datetime
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from http.cookies import SimpleCookie
 from types import TracebackType
 from typing import Any, Final, NoReturn, Self
 from urllib.parse import urlsplit, urlunsplit
@@ -71,6 +72,21 @@ def ws_url(url: str) -> str:
     if scheme is None:
         raise ValueError(f"unsupported URL scheme in {url!r}")
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", "", ""))
+
+
+def _cookie_header(cookies: Mapping[str, str]) -> dict[str, str] | None:
+    """The ``Cookie`` request header a browser would send with these cookies."""
+    if not cookies:
+        return None
+    return {"Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items())}
+
+
+def _cookies_set_by(ws: ClientConnection) -> dict[str, str]:
+    """The cookies the server set in its handshake response, as ``name -> value``."""
+    jar: SimpleCookie = SimpleCookie()
+    for header in [] if ws.response is None else ws.response.headers.get_all("Set-Cookie"):
+        jar.load(header)
+    return {name: morsel.value for name, morsel in jar.items()}
 
 
 def _decode_ext(code: int, data: bytes) -> Any:
@@ -267,6 +283,8 @@ class HeadlessSession:
         self.session_id: str = ""
         self.route: str = route
         self.closed: bool = False
+        self.cookies: dict[str, str] = {}
+        """The cookies this session sent, updated with those the server set (like a browser)."""
         self.on_change: ChangeCallback | None = None
         """Called as ``(key, new_value, time.monotonic())`` when a keyed control's value changes."""
         self.on_invoke: InvokeHandler | None = None
@@ -287,15 +305,25 @@ class HeadlessSession:
         user_agent: str | None = None,
         open_timeout: float | None = None,
         session_id: str | None = None,
+        cookies: Mapping[str, str] | None = None,
     ) -> HeadlessSession:
         """Open a session on the app at ``url`` (its http(s) base URL) and register.
 
         Returns once the register response arrived and the page tree is known. Controls
         that ``main()`` adds arrive afterwards: use :meth:`wait_for` before reading them.
         Pass ``session_id`` to re-attach to a disconnected server session.
+
+        ``cookies`` go with the websocket handshake, as a browser sends its cookies with
+        every request; the session's :attr:`cookies` add those the server set in its
+        handshake response (a load balancer's affinity cookie, say). Come back like a
+        reconnecting browser with ``connect(url, cookies=earlier.cookies)``.
         """
-        ws = await cls._open(url, timeout if open_timeout is None else open_timeout, user_agent)
+        cookies = dict(cookies or {})
+        ws = await cls._open(
+            url, timeout if open_timeout is None else open_timeout, user_agent, cookies
+        )
         session = cls(ws, route)
+        session.cookies = cookies | _cookies_set_by(ws)
         session._reader = asyncio.create_task(session._read_loop())
         body = {"session_id": session_id, "page_name": urlsplit(url).path.strip("/")}
         try:
@@ -307,12 +335,15 @@ class HeadlessSession:
         return session
 
     @staticmethod
-    async def _open(url: str, open_timeout: float, user_agent: str | None) -> ClientConnection:
+    async def _open(
+        url: str, open_timeout: float, user_agent: str | None, cookies: Mapping[str, str]
+    ) -> ClientConnection:
         try:
             return await ws_connect(
                 ws_url(url),
                 open_timeout=open_timeout,
                 user_agent_header=user_agent or DEFAULT_USER_AGENT,
+                additional_headers=_cookie_header(cookies),
                 # Per-connection deflate state costs memory and CPU; load tests open thousands.
                 compression=None,
                 proxy=None,

@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
 
 from counter_service.devtools.fleet import free_port
 from counter_service.devtools.headless import (
@@ -286,3 +289,32 @@ async def test_server_kill_closes_session(tmp_path: Path) -> None:
 async def test_connect_to_closed_port_raises_flet_error() -> None:
     with pytest.raises(FletError, match="cannot open websocket"):
         await HeadlessSession.connect(f"http://127.0.0.1:{free_port()}", timeout=STEP)
+
+
+# --- cookies, carried like a browser carries them ------------------------------------------
+
+
+async def test_cookies_go_with_the_handshake_and_those_the_server_sets_are_kept() -> None:
+    sent: list[str | None] = []
+
+    def set_affinity(_ws: ServerConnection, request: Request, response: Response) -> Response:
+        sent.append(request.headers.get("Cookie"))
+        response.headers["Set-Cookie"] = "affinity=abc; Path=/; HttpOnly"
+        return response
+
+    async def register(ws: ServerConnection) -> None:
+        await ws.recv()  # the client's register message
+        page = {"_c": "Page", "_i": 1}
+        await ws.send(bytes([0]) + msgpack.packb([1, {"session_id": "s1", "page_patch": page}]))
+        await ws.wait_closed()
+
+    async with serve(register, "127.0.0.1", 0, process_response=set_affinity) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        async with await HeadlessSession.connect(url, cookies={"theme": "dark"}) as first:
+            assert first.cookies == {"theme": "dark", "affinity": "abc"}
+        async with await HeadlessSession.connect(url, cookies=first.cookies) as again:
+            assert again.cookies == first.cookies
+        async with await HeadlessSession.connect(url) as plain:
+            assert plain.cookies == {"affinity": "abc"}
+    assert sent == ["theme=dark", "theme=dark; affinity=abc", None]
