@@ -8,7 +8,7 @@ PORT ?= 8550
 # Two cores here: one test worker per core keeps the end-to-end tests honest.
 TEST_WORKERS ?= 2
 
-.PHONY: all install run test lint fmt typecheck loadtest bench bench-quick clean
+.PHONY: all install run up test lint fmt typecheck loadtest bench bench-quick clean
 
 all: lint test
 
@@ -22,6 +22,15 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/counter-service serve --host $(HOST) --port $(PORT)
+
+# The compose topology with local processes: redis-server, REPLICAS replicas, and nginx
+# on 127.0.0.1:UP_PORT with deploy/nginx/counter-service.conf. Ctrl-C stops everything.
+REPLICAS ?= 3
+UP_PORT ?= 8080
+up: install
+	tools/ensure-redis-server.sh
+	tools/ensure-nginx.sh
+	$(BIN)/counter-service up --replicas $(REPLICAS) --port $(UP_PORT)
 
 test: install
 	tools/ensure-redis-server.sh

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from counter_service.devtools import loadtest
+from counter_service.devtools import loadtest, stack
 from counter_service.errors import SettingsError
 from counter_service.settings import Settings
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     loadtest.add_parser(commands)
+    stack.add_parser(commands)
     return parser
 
 
@@ -63,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     if args.command == "loadtest":
         sys.exit(loadtest.run(args))
+    if args.command == "up":
+        sys.exit(stack.run(args))
     try:
         serve(args)
     except SettingsError as exc:
