@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from counter_service.devtools.headless import HeadlessSession
 from counter_service.devtools.loadtest import plot, report, result
 from counter_service.devtools.loadtest.clicker import Click
 from counter_service.devtools.loadtest.options import add_arguments, from_args
@@ -17,7 +18,8 @@ from counter_service.devtools.loadtest.runner import RunRecord
 from counter_service.devtools.loadtest.targets import Target, Targets
 
 TOP_LEVEL = {
-    "schema", "tool", "finished_at_unix", "options", "targets", "fleet", "sessions", "clicks",
+    "schema", "tool", "finished_at_unix", "options", "targets", "fleet", "sessions", "replicas",
+    "clicks",
     "propagation", "timeline", "totals", "convergence", "redis", "servers", "client", "ok",
     "problems", "exit_status", "online_after_close", "warnings",
 }  # fmt: skip
@@ -84,8 +86,40 @@ def test_a_clean_run_passes_with_the_documented_shape(tmp_path: Path) -> None:
     assert outcome["convergence"]["curve"][-1] == [0.1, 1.0]
     assert outcome["redis"]["url"] is None
     assert [t["process"] for t in outcome["targets"]["urls"]] == ["pid 1", "pid 2"]
+    assert (outcome["replicas"]["count"], outcome["replicas"]["unknown"]) == (0, 3)
     assert all(set(bucket) == {"second"} | LATENCY for bucket in outcome["timeline"])
     assert json.loads(json.dumps(outcome)) == outcome
+
+
+def page_naming(worker: str) -> HeadlessSession:
+    """A session (never connected) whose page names `worker` as its replica."""
+    session = HeadlessSession(None, "/")  # type: ignore[arg-type]  # never sends or reads
+    replica = {"_c": "Text", "_i": 2, "key": "replica", "value": worker}
+    session.tree.load({"_c": "Page", "_i": 1, "controls": [replica]})
+    return session
+
+
+def test_behind_one_load_balancer_sessions_are_split_by_the_replica_their_page_names(
+    tmp_path: Path,
+) -> None:
+    record = synthetic_run(tmp_path)
+    balancer = Target("http://127.0.0.1:8080", "unknown")
+    record.targets = Targets((balancer,), split_known=False, redis_url=None)
+    for slot, worker in zip(record.slots, ["host-1-a", "host-2-b", "host-1-a"], strict=True):
+        slot.target, slot.session = balancer, page_naming(worker)
+    outcome = result.build(record)
+    replicas = outcome["replicas"]
+    assert replicas["sessions"] == {"host-1-a": 2, "host-2-b": 1}
+    assert (replicas["count"], replicas["unknown"]) == (2, 0)
+    propagation = outcome["propagation"]
+    assert propagation["split"] == "by process"
+    assert (propagation["same_process"]["max_ms"], propagation["other_process"]["max_ms"]) == (
+        590.0,
+        30.0,
+    )
+    out = io.StringIO()
+    report.print_summary(outcome, Console(file=out, width=120))
+    assert "2 on host-1-a" in out.getvalue()
 
 
 def test_a_lost_click_and_a_failed_session_fail_the_run(tmp_path: Path) -> None:

@@ -20,8 +20,11 @@ class History:
 
     @classmethod
     def of(cls, slot: Slot) -> History:
+        """A session's history. Its process is the replica its page names when it does
+        (behind a load balancer nothing else tells), else its target's label."""
         highest = list(itertools.accumulate(slot.recorder.click_values, max))
-        return cls(slot.index, slot.target.process, list(slot.recorder.click_times), highest)
+        process = slot.replica or slot.target.process
+        return cls(slot.index, process, list(slot.recorder.click_times), highest)
 
     def first_reaching(self, value: int) -> tuple[float, int] | None:
         """(time, value shown) when this session first showed >= `value`; None if never."""

@@ -61,6 +61,7 @@ def _overview_rows(result: Json) -> list[tuple[str, str]]:
     return [
         ("targets", ", ".join(t["url"] for t in result["targets"]["urls"])),
         ("sessions", _sessions_line(sessions)),
+        ("replicas", _replicas_line(result["replicas"])),
         ("clicks", _clicks_line(clicks)),
         (
             "ack latency ms",
@@ -84,6 +85,15 @@ def _sessions_line(sessions: Json) -> str:
         line += f"\n  {count}x {reason}"
     for message, count in list(sessions["page_errors"].items())[:3]:
         line += f"\n  {count} pages show: {message}"
+    return line
+
+
+def _replicas_line(replicas: Json) -> str:
+    line = f"{replicas['count']} served the sessions"
+    for name, count in replicas["sessions"].items():
+        line += f"\n  {count} on {name}"
+    if replicas["unknown"]:
+        line += f"\n  {replicas['unknown']} pages named no replica"
     return line
 
 

@@ -14,6 +14,7 @@ from counter_service.devtools.loadtest.history import History
 from counter_service.devtools.loadtest.monitors import phase_lag
 from counter_service.devtools.loadtest.recorder import NUMBERS, ONLINE
 from counter_service.devtools.loadtest.runner import RunRecord
+from counter_service.devtools.loadtest.sessions import Slot
 
 SCHEMA = 1
 CLIENT_LAG_WARN_MS = 100.0
@@ -28,6 +29,11 @@ PROPAGATION_DEFINITION = (
     "per acknowledged click and other session: time from the acknowledgement until that"
     " session first showed a clicks value >= the acknowledged value (earlier: counted as 0"
     " and in seen_before_ack)"
+)
+REPLICAS_DEFINITION = (
+    "sessions that rendered, counted by the replica their page names in its `replica` Text"
+    " (the worker id of that server process's GET /healthz); behind a sticky load balancer,"
+    " how new browsers spread over the replicas"
 )
 CONVERGENCE_DEFINITION = (
     "a session has converged when it shows the expected clicks, views and online totals;"
@@ -48,6 +54,7 @@ def build(record: RunRecord) -> Json:
         "targets": _targets(record),
         "fleet": record.targets.fleet or None,
         "sessions": _sessions(record),
+        "replicas": _replicas(record),
         "clicks": _clicks(record, acks, unacknowledged),
         **_propagation(record, acks, list(histories.values())),
         "totals": _totals(record),
@@ -104,6 +111,28 @@ def _sessions(record: RunRecord) -> Json:
     }
 
 
+def _replicas(record: RunRecord) -> Json:
+    rendered = _rendered(record)
+    spread = Counter(slot.replica for slot in rendered if slot.replica is not None)
+    return {
+        "count": len(spread),
+        "sessions": dict(sorted(spread.items())),
+        "unknown": len(rendered) - spread.total(),
+        "definition": REPLICAS_DEFINITION,
+    }
+
+
+def _rendered(record: RunRecord) -> list[Slot]:
+    return [slot for slot in record.slots if slot.recorder.rendered()]
+
+
+def _split_known(record: RunRecord) -> bool:
+    """Which process each session is on: known from the targets, or from every page."""
+    rendered = _rendered(record)
+    by_page = bool(rendered) and all(slot.replica is not None for slot in rendered)
+    return record.targets.split_known or by_page
+
+
 def _clicks(record: RunRecord, acks: list[Ack], unacknowledged: Counter[str]) -> Json:
     tally = record.tally
     errors = tally.errors + unacknowledged
@@ -126,7 +155,7 @@ def _page_errors(record: RunRecord) -> Counter[str]:
 
 
 def _propagation(record: RunRecord, acks: list[Ack], histories: list[History]) -> Json:
-    started, split = record.tally.started_at, record.targets.split_known
+    started, split = record.tally.started_at, _split_known(record)
     measured = propagation.measure(acks, histories, started, split)
     groups = (propagation.SAME, propagation.OTHER) if split else (propagation.UNKNOWN,)
     summary = {g: stats.summarize(measured.groups.get(g, [])).as_dict() for g in groups}
@@ -135,7 +164,7 @@ def _propagation(record: RunRecord, acks: list[Ack], histories: list[History]) -
         "propagation": {
             **summary,
             "all": stats.summarize(everything).as_dict(),
-            "split": "by process" if split else "unknown (single target, maybe a load balancer)",
+            "split": "by process" if split else "unknown (single target, pages name no replica)",
             "acks_measured": measured.acks_used,
             "seen_before_ack": measured.seen_before_ack,
             "never_seen": measured.never_seen,

@@ -12,6 +12,7 @@ from websockets.asyncio.client import ClientConnection
 from counter_service.devtools.headless import FletError, HeadlessSession
 from counter_service.devtools.loadtest.recorder import Recorder
 from counter_service.devtools.loadtest.targets import Target
+from ui.contract import REPLICA
 
 BUTTON = "increment"
 CLOSE_TIMEOUT_S = 15.0
@@ -41,6 +42,12 @@ class Slot:
     def live(self) -> bool:
         """Connected, rendered and still open."""
         return self.session is not None and not self.session.closed and self.failure is None
+
+    @property
+    def replica(self) -> str | None:
+        """The replica serving this session, as its page names it (None if it does not)."""
+        value = None if self.session is None else self.session.value(REPLICA)
+        return None if value is None else str(value)
 
 
 def describe(exc: BaseException) -> str:
