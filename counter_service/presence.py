@@ -85,6 +85,9 @@ class Presence:
     async def _wait_for_change(self) -> None:
         # The pause bounds the report rate under a burst of connects.
         await asyncio.sleep(self._min_gap)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
+        # that arrives as the event is set, and stop() then waits for ever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), self._heartbeat)
+            async with asyncio.timeout(self._heartbeat):
+                await self._changed.wait()
         self._changed.clear()

@@ -13,6 +13,18 @@ logger = logging.getLogger(__name__)
 
 # A run that lasted this long before it crashed starts the backoff again from its base.
 _HEALTHY_RUN_S = 10.0
+# How often stop() repeats a cancellation that did not end the task.
+_CANCEL_AGAIN_S = 0.1
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait until it has ended, cancelling again every 0.1 s: on
+    Python 3.11, `asyncio.wait_for` (which redis-py uses for socket writes) swallows a
+    cancellation that arrives as its operation completes."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=_CANCEL_AGAIN_S)
+    await asyncio.gather(task, return_exceptions=True)
 
 
 class BackgroundTask:
@@ -32,6 +44,7 @@ class BackgroundTask:
         self._run = run
         self._backoff = backoff or Backoff(base=0.1, cap=10.0)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.up = False
         self.crashes = 0
         self.last_error: str | None = None
@@ -44,14 +57,16 @@ class BackgroundTask:
     def start(self) -> None:
         """Start the task unless it is already running."""
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._supervise(), name=self.name)
 
     async def stop(self) -> None:
-        """Cancel the task and wait until it has finished (its `finally` blocks ran)."""
+        """Cancel the task and wait until it has finished (its `finally` blocks ran),
+        even if a library swallowed the cancellation (see `cancel_and_wait`)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            self._stopping = True
+            await cancel_and_wait(task)
         self.up = False
 
     async def _supervise(self) -> None:
@@ -67,6 +82,8 @@ class BackgroundTask:
             except Exception as exc:
                 error = exc
             self.up = False
+            if self._stopping:
+                return  # a lost cancellation surfaced as an error: stop() is waiting
             await self._after_crash(error, loop.time() - started)
 
     async def _after_crash(self, error: BaseException, ran_s: float) -> None:

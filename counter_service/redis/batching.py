@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from counter_service.errors import StoreUnavailable
 from counter_service.events import CounterEvent
 from counter_service.redis.store import CounterStore, check_increment
+from counter_service.tasks import cancel_and_wait
 
 MAX_BATCH = 256
 
@@ -47,8 +48,7 @@ class IncrementBatcher:
         """Stop sending; increments still waiting fail with `StoreUnavailable`."""
         sender, self._sender = self._sender, None
         if sender is not None:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            await cancel_and_wait(sender)
         self._fail(self._pending, StoreUnavailable("the counter service stopped"))
         self._pending = []
 

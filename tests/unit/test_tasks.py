@@ -74,3 +74,39 @@ async def test_a_run_that_returns_counts_as_a_crash() -> None:
     assert task.crashes >= 2
     assert task.last_error is not None
     assert "returned" in task.last_error
+
+
+async def test_stop_ends_a_task_that_swallowed_its_cancellation() -> None:
+    swallowed = 0
+
+    async def run() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed == 0:  # as Python 3.11's wait_for can, once
+                    swallowed += 1
+                    continue
+                raise
+
+    task = BackgroundTask("swallower", run)
+    task.start()
+    await eventually(lambda: task.up)
+    await asyncio.wait_for(task.stop(), 5)
+    assert swallowed == 1
+    assert not task.running
+
+
+async def test_a_lost_cancellation_that_surfaces_as_an_error_is_not_a_crash() -> None:
+    async def run() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise ConnectionError("Connection lost") from None  # as redis-py can
+
+    task = BackgroundTask("converter", run)
+    task.start()
+    await eventually(lambda: task.up)
+    await asyncio.wait_for(task.stop(), 5)
+    assert task.crashes == 0
