@@ -154,12 +154,15 @@ class ServerProcess(_Process):
         port: int | None = None,
         extra_env: dict[str, str] | None = None,
         args: list[str] | None = None,
+        app: str | None = None,
     ) -> None:
         super().__init__(log_dir)
         self.port = port or free_port()
         self.redis_url = redis_url
         self.extra_env = extra_env or {}
         self.args = args or []
+        self.app = app
+        """`module:attribute` of an ASGI app to serve with uvicorn instead of the product."""
         self.name = f"server-{self.port}"
 
     @property
@@ -168,11 +171,11 @@ class ServerProcess(_Process):
 
     def start(self) -> Self:
         """Start and wait until `/readyz` answers 200."""
+        command = ["counter_service", "serve"] if self.app is None else ["uvicorn", self.app]
         argv = [
             sys.executable,
             "-m",
-            "counter_service",
-            "serve",
+            *command,
             "--host",
             HOST,
             "--port",
@@ -199,16 +202,21 @@ class Fleet:
     """One Redis and `n` servers on it, torn down together (even on errors)."""
 
     def __init__(
-        self, servers: int, log_dir: Path | None = None, server_env: dict[str, str] | None = None
+        self,
+        servers: int,
+        log_dir: Path | None = None,
+        server_env: dict[str, str] | None = None,
+        app: str | None = None,
     ) -> None:
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="counter-fleet-"))
         self.redis = RedisProcess(self.log_dir)
         self.server_env = server_env
+        self.app = app
         self.servers = [self.new_server() for _ in range(servers)]
 
     def new_server(self) -> ServerProcess:
         """One server of the fleet (not started); subclasses serve other apps."""
-        return ServerProcess(self.log_dir, self.redis.url, extra_env=self.server_env)
+        return ServerProcess(self.log_dir, self.redis.url, extra_env=self.server_env, app=self.app)
 
     def start(self) -> Self:
         try:

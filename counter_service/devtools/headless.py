@@ -383,6 +383,19 @@ class HeadlessSession:
             raise KeyError(f"no control with key {key!r}; keys: {sorted(self.tree.by_key)}")
         await self._send(CONTROL_EVENT, {"target": control_id, "name": name, "data": data})
 
+    async def type_text(self, key: str, text: str, *, submit: bool = False) -> None:
+        """Type into the keyed text field like the browser: set its ``value`` on the
+        server, fire ``change``, and with ``submit`` also ``submit`` (Enter)."""
+        control_id = self.tree.by_key.get(key)
+        if control_id is None:
+            raise KeyError(f"no control with key {key!r}; keys: {sorted(self.tree.by_key)}")
+        control = self.tree.by_id[control_id]
+        control["value"] = text
+        await self._send(UPDATE_CONTROL_PROPS, {"id": control_id, "props": {"value": text}})
+        await self._send(CONTROL_EVENT, {"target": control_id, "name": "change", "data": text})
+        if submit:
+            await self._send(CONTROL_EVENT, {"target": control_id, "name": "submit", "data": None})
+
     async def change_route(self, route: str) -> None:
         """Navigate like the browser: update ``page.route``, then fire ``route_change``."""
         page_id = self.tree.root.get("_i", PAGE_ID)

@@ -205,3 +205,38 @@ async def test_a_page_that_reconnects_catches_up_and_stays_live(fleet: Fleet) ->
         await back.wait_for(lambda s: s.int_value("clicks") == 2, WAIT_S)
     finally:
         await asyncio.gather(back.close(), clicker.session.close())
+
+
+def rss_kb(pid: int | None) -> int:
+    assert pid is not None
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+
+
+async def forge(redis_url: str, names: range) -> None:
+    redis = Redis.from_url(redis_url)
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in names:
+                event = json.dumps({"name": f"spam-{i}", "value": i, "version": 1})
+                pipe.publish("counter-service:events", event)
+            await pipe.execute()
+    finally:
+        await redis.aclose()
+
+
+async def test_fifty_thousand_forged_names_leave_a_workers_memory_flat(
+    fleet: Fleet, clients: list[Client]
+) -> None:
+    server = fleet.servers[0]
+    await wait_all(clients, views=20)
+    await forge(fleet.redis.url, range(5_000))  # warm the allocator up first
+    await eventually(lambda: metrics(server)["relay"]["unwatched"] >= 5_000, WAIT_S, "warm-up")
+    before = rss_kb(server.pid)
+    await forge(fleet.redis.url, range(5_000, 55_000))
+    await eventually(lambda: metrics(server)["relay"]["unwatched"] >= 55_000, 60, "all seen")
+    grown_kb = rss_kb(server.pid) - before
+    print(f"RSS grew by {grown_kb} KB over 50,000 forged names")
+    assert grown_kb < 8 * 1024  # holding them would take tens of MB
+    await clients[0].session.click("increment")
+    await wait_all(clients, clicks=1)

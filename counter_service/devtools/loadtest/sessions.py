@@ -12,9 +12,10 @@ from websockets.asyncio.client import ClientConnection
 from counter_service.devtools.headless import FletError, HeadlessSession
 from counter_service.devtools.loadtest.recorder import Recorder
 from counter_service.devtools.loadtest.targets import Target
-from ui.contract import REPLICA
+from ui.contract import BUTTON, REPLICA
 
-BUTTON = "increment"
+__all__ = ["BUTTON"]
+
 CLOSE_TIMEOUT_S = 15.0
 
 
