@@ -198,6 +198,11 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
         published meanwhile were missed. Returns a function that unsubscribes."""
         return _listeners(self._resubscribe_handlers, handler)
 
+    @property
+    def available(self) -> bool:
+        """True while the subscription to Redis is up (values shown are current)."""
+        return self.subscriber.subscribed
+
     def on_availability(self, handler: Callable[[bool], None]) -> Callable[[], None]:
         """Call `handler(True)` when the subscription to Redis is made and
         `handler(False)` when it is lost (pages then show possibly stale values)."""

@@ -36,6 +36,8 @@ class PageCounters:
         self._service = bridge.service
         self._fanout = bridge.fanout
         self._live = LiveCounters(page, direct=bridge.service.settings.fanout == "direct")
+        self._availability_handler: Callable[[bool], None] | None = None
+        self._away = False
 
     async def incr(self, name: str, amount: int = 1) -> int:
         """Add `amount` to counter `name` (created at 0 on first use), show the new
@@ -72,21 +74,43 @@ class PageCounters:
         broken: `update.problem`)."""
         self._live.on_change = handler
 
+    @property
+    def available(self) -> bool:
+        """True while this worker is connected to Redis: the values shown are current.
+        While False they are the last known ones, and increments fail."""
+        return self._service.available
+
+    def on_availability(self, handler: Callable[[bool], None] | None) -> None:
+        """Call `handler(available)` on this page each time `available` changes (e.g.
+        to mark the numbers as stale)."""
+        self._availability_handler = handler
+
     def close(self) -> None:
         """Stop showing live values (done for you when the session ends)."""
         self._fanout.remove(self._live)
 
+    def _availability_changed(self, available: bool) -> None:
+        if self._availability_handler is None or self._away:
+            return
+        try:
+            self._availability_handler(available)
+        except Exception:
+            logger.exception("a page's availability handler failed")
+
     def _park(self) -> None:
         # The browser left: no deliveries until it is back (or the session expires).
+        self._away = True
         self._fanout.remove(self._live)
 
     def _resume(self) -> None:
         # Back on a new websocket: catch up on what was not delivered while away.
+        self._away = False
         for name in self._live.names:
             self._fanout.add(self._live, name)
             latest = self._service.latest(name)
             if latest is not None:
                 self._live.show(replace(latest, reset=True))
+        self._availability_changed(self.available)
 
 
 @dataclass
@@ -171,6 +195,7 @@ class FletBridge:
             self.service.on_message(self._deliver_message),
             self.service.subscribe(self.fanout.deliver),
             self.service.on_resubscribe(self._messages_missed),
+            self.service.on_availability(self._availability_changed),
         ]
         try:
             yield
@@ -197,6 +222,11 @@ class FletBridge:
         del self._sessions[session_id]
         if session.counters is not None:
             session.counters.close()
+
+    def _availability_changed(self, available: bool) -> None:
+        for session in tuple(self._sessions.values()):
+            if session.counters is not None:
+                session.counters._availability_changed(available)
 
     def _messages_missed(self) -> None:
         for session in tuple(self._sessions.values()):

@@ -8,12 +8,15 @@ direct patch per page that shows it (see `internals.send_value`), nothing for ot
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 
 import flet as ft
 
 from counter_service.flet.internals import send_value
 from counter_service.versions import CounterUpdate, LatestValues
+
+logger = logging.getLogger(__name__)
 
 PLACEHOLDER = "—"
 """What a counter Text shows while its value is unknown or the counter is broken."""
@@ -72,7 +75,10 @@ class LiveCounters:
         for text in texts:
             self._push(text, value)
         if self.on_change is not None:
-            self.on_change(update)
+            try:
+                self.on_change(update)
+            except Exception:
+                logger.exception("a page's counter change handler failed")
 
     def _push(self, text: ft.Text, value: str) -> None:
         connection = self._page.session.connection
