@@ -42,6 +42,9 @@ class CounterUpdate:
         return None if self.event is None else self.event.value
 
 
+_NOTHING = CounterEvent("", 0, -1)  # a sentinel: no state held at all
+
+
 class LatestValues:
     """The newest state held per counter; older and duplicate changes are refused."""
 
@@ -51,13 +54,19 @@ class LatestValues:
     def accept(self, update: CounterUpdate) -> bool:
         """Apply an update: a reset replaces what is held, a change only if its version
         is newer (or nothing valid is held). True if anything changed."""
-        held = self._latest.get(update.name)
-        newer = held is None or update.event is None or update.event.version > held.version
-        if not update.reset and not newer:
+        # The hot path of every page: the common case (a newer change) decides on the
+        # versions alone, without comparing whole events.
+        name, event = update.name, update.event
+        held = self._latest.get(name, _NOTHING)
+        if held is not None and held is not _NOTHING and event is not None:
+            if not update.reset and event.version <= held.version:
+                return False
+            if update.reset and event == held:
+                return False
+        elif held is event:  # both None: still broken
             return False
-        changed = update.name not in self._latest or held != update.event
-        self._latest[update.name] = update.event
-        return changed
+        self._latest[name] = event
+        return True
 
     def get(self, name: str) -> CounterEvent | None:
         """The newest state held for counter `name`, None if none or broken."""

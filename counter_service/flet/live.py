@@ -69,23 +69,25 @@ class LiveCounters:
     def show(self, update: CounterUpdate) -> None:
         """Show `update` if it is newer than what is shown (or a reset)."""
         texts = self._texts.get(update.name)
-        if not texts or not self._shown.accept(update):
+        if texts is None or not self._shown.accept(update):
             return
-        value = PLACEHOLDER if update.value is None else str(update.value)
+        event = update.event
+        value = PLACEHOLDER if event is None else str(event.value)
+        connection = self._page.session.connection
         for text in texts:
-            self._push(text, value)
+            if connection is not None and self._direct:
+                send_value(text, value, connection)  # the hot path: one patch per Text
+            else:
+                self._push(text, value, connection)
         if self.on_change is not None:
             try:
                 self.on_change(update)
             except Exception:
                 logger.exception("a page's counter change handler failed")
 
-    def _push(self, text: ft.Text, value: str) -> None:
-        connection = self._page.session.connection
+    def _push(self, text: ft.Text, value: str, connection: object) -> None:
         if connection is None:
             text.value = value  # away: the reconnect's full render carries it
-        elif self._direct:
-            send_value(text, value, connection)
         else:
             text.value = value
             with contextlib.suppress(RuntimeError):  # not on the page yet: render carries it
