@@ -35,6 +35,15 @@ COLUMNS: dict[str, list[Column]] = {
         ("delivered", "delivered_pct"),
         ("note", "note"),
     ],
+    "pubsub": [
+        ("sessions", "sessions"),
+        ("messages", "clicks"),
+        ("median last-seen ms", "median_last_ms"),
+        ("server CPU us/message delivered", "server_cpu_per_update_us"),
+        ("redis CPU us/message delivered", "redis_cpu_per_update_us"),
+        ("delivered", "delivered_pct"),
+        ("note", "note"),
+    ],
     "lost": [
         ("clients", "clients"),
         ("sent in s", "sent_s"),

@@ -1,6 +1,6 @@
 """Run the benchmark scenarios against every variant in one command.
 
-    python -m benchmarks.run [--scenario NAME[,NAME]] [--variants a,u,b,c,d] [--quick]
+    python -m benchmarks.run [--scenario NAME[,NAME]] [--variants a,r,u,b,c,d,p,f] [--quick]
                              [--out FILE.jsonl]
 
 Each scenario starts, for each variant, one fresh redis-server and two server processes,
@@ -24,8 +24,8 @@ from types import FrameType
 from typing import Any
 
 from benchmarks import report
-from benchmarks.scenarios import SCENARIOS, Config, Row, applies, redis_script_vs_incr
-from benchmarks.variants import Variant, parse_variants, running_fleet
+from benchmarks.scenarios import SCENARIOS, Config, Row, inapplicable, redis_script_vs_incr
+from benchmarks.variants import VARIANTS, Variant, parse_variants, running_fleet
 
 DEFAULT_OUT = Path("benchmarks/results.jsonl")
 
@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated, from {', '.join(SCENARIOS)} (default: all)",
     )
     parser.add_argument(
-        "--variants", default="a,u,b,c,d", help="comma-separated (default a,u,b,c,d)"
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated (default {','.join(VARIANTS)})",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, about two minutes")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON lines appended here")
@@ -62,8 +64,9 @@ async def run_variant(
     scenario: str, variant: Variant, cfg: Config, keep_logs: bool = False
 ) -> list[Row]:
     """One variant in one scenario, within `cfg.variant_cap_s`; failures become a row."""
-    if not applies(scenario, variant):
-        return [{"note": "not applicable: no Redis (counters live in a shared file)"}]
+    reason = inapplicable(scenario, variant)
+    if reason is not None:
+        return [{"note": reason}]
     started = time.monotonic()
     try:
         async with asyncio.timeout(cfg.variant_cap_s), running_fleet(variant, keep_logs) as fleet:

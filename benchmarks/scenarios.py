@@ -31,7 +31,7 @@ from benchmarks.stats import (
     sessions_per_core,
     summarize_broadcasts,
 )
-from benchmarks.variants import Variant, VariantFleet, close_all
+from benchmarks.variants import PUBSUB, Variant, VariantFleet, close_all
 from counter_service.devtools.fleet import HOST, RedisProcess
 from counter_service.names import Names
 from counter_service.redis.scripts import INCREMENT
@@ -171,7 +171,7 @@ async def measure_broadcasts(
 async def _one_broadcast(
     fleet: VariantFleet, clients: Sequence[Client], cfg: Config, run: BroadcastRun
 ) -> None:
-    target = await fleet.read_counter(CLICKS) + 1
+    target = await fleet.next_value(clients)
     arrivals: dict[int, float] = {}
     everyone = asyncio.Event()
 
@@ -519,6 +519,17 @@ def _redis_cli(port: int, *args: str) -> str:
     return done.stdout.strip()
 
 
+async def pubsub(fleet: VariantFleet, cfg: Config) -> list[Row]:
+    """One session broadcasts with `page.pubsub.send_all_on_topic` and every session's
+    page shows it: time until the last one does, and server CPU per delivered message
+    (counter_service.app over two workers against Flet's own hub in one process)."""
+
+    def clicks(size: int) -> int:
+        return clicks_for(cfg.scaling_updates, size, low=10, high=40)
+
+    return await _delivery_sweep(fleet, cfg, cfg.fanout_sizes, clicks)
+
+
 Scenario = Callable[[VariantFleet, Config], Awaitable[list[Row]]]
 
 SCENARIOS: dict[str, Scenario] = {
@@ -527,9 +538,14 @@ SCENARIOS: dict[str, Scenario] = {
     "throughput": throughput,
     "connections": connections,
     "scaling": scaling,
+    "pubsub": pubsub,
 }
 
 
-def applies(scenario: str, variant: Variant) -> bool:
-    """Whether starting a fleet is worth it (the file baseline has no Redis connections)."""
-    return not (scenario == "connections" and not variant.uses_redis)
+def inapplicable(scenario: str, variant: Variant) -> str | None:
+    """Why a variant is left out of a scenario, or None if it takes part."""
+    if (scenario == "pubsub") != (variant.key in PUBSUB):
+        return "not applicable: the pubsub scenario has its own pair of variants"
+    if scenario == "connections" and not variant.uses_redis:
+        return "not applicable: no Redis (counters live in a shared file)"
+    return None

@@ -16,14 +16,17 @@ from typing import Any, Self
 import aiohttp
 from redis.asyncio import Redis
 
-from benchmarks import procstat
+from benchmarks import procstat, reference
+from benchmarks.apps import pubsub as pubsub_app
 from benchmarks.baselines import article, naive_flet
 from benchmarks.baselines import socketio as sio_baseline
 from benchmarks.clients import Client, FletClient, SocketIOClient
+from benchmarks.reference import REFERENCE_COMMIT
 from benchmarks.stats import summarize_tracebacks
 from counter_service.devtools.fleet import HOST, Fleet, ServerProcess
 from counter_service.names import Names
 from counter_service.settings import DEFAULT_NAMESPACE
+from ui.contract import CLICKS
 
 CONNECT_TIMEOUT_S = 15.0
 
@@ -36,24 +39,33 @@ class Variant:
     """`flet` (headless Flet sessions) or `socketio`."""
     uses_redis: bool
     has_online: bool
+    servers: int = 2
 
 
 VARIANTS = {
     "a": Variant("a", "counter-service", "flet", uses_redis=True, has_online=True),
+    # This project before the library change, from git: the fast path's own reference.
+    "r": Variant("r", f"counter-service @{REFERENCE_COMMIT}", "flet", True, has_online=True),
     # (a) with Flet's generic control.update() instead of direct patches: the reference
     # that shows what the direct fan-out path is worth, measured in the same run.
     "u": Variant("u", "counter-service, update()", "flet", uses_redis=True, has_online=True),
     "b": Variant("b", "article (file)", "flet", uses_redis=False, has_online=False),
     "c": Variant("c", "naive Flet+Redis", "flet", uses_redis=True, has_online=False),
     "d": Variant("d", "socket.io+Redis", "socketio", uses_redis=True, has_online=False),
+    # The pubsub scenario's pair: one page, on counter_service.app over two workers, and
+    # on Flet's own app (its in-process hub) in one process.
+    "p": Variant("p", "page.pubsub, counter_service.app", "flet", True, False),
+    "f": Variant("f", "page.pubsub, Flet's hub", "flet", False, False, servers=1),
 }
+PUBSUB = ("p", "f")
 
 
 OURS = ("a", "u")
 
 
 def parse_variants(text: str) -> list[Variant]:
-    """`a,u,b,c,d` (any subset, any order) to variants; ValueError naming unknown ones."""
+    """`a,r,u,b,c,d,p,f` (any subset, any order) to variants; ValueError naming unknown
+    ones."""
     keys = [k.strip() for k in text.split(",") if k.strip()]
     unknown = [k for k in keys if k not in VARIANTS]
     if unknown or not keys:
@@ -77,17 +89,41 @@ class BaselineProcess(ServerProcess):
         return self
 
     def ready(self) -> bool:
-        try:
-            with socket.create_connection((HOST, self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+        return listening(self.port)
+
+
+def listening(port: int) -> bool:
+    """True if something accepts connections on `port` (uvicorn binds after its lifespan
+    startup has finished)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class ReferenceProcess(ServerProcess):
+    """`counter-service serve` of the reference commit, run from its own checkout."""
+
+    def __init__(self, log_dir: Path, redis_url: str, args: list[str]) -> None:
+        source = reference.checkout(Path(tempfile.gettempdir()) / f"cs-{REFERENCE_COMMIT}")
+        super().__init__(log_dir, redis_url, extra_env={"PYTHONPATH": str(source)}, args=args)
+        self.cwd = source  # `python -m` puts the working directory first on sys.path
+
+
+class ListeningProcess(ServerProcess):
+    """An ASGI app under uvicorn that has no /readyz: ready once it listens."""
+
+    def ready(self) -> bool:
+        return listening(self.port)
 
 
 def counter_key(variant: Variant, name: str) -> str:
     """The Redis key holding counter `name` in a variant that keeps it in Redis."""
     if variant.key in OURS:
         return Names(DEFAULT_NAMESPACE).value(name)
+    if variant.key == "r":
+        return reference.COUNTER_KEY.format(name=name)
     if variant.key == "c":
         return naive_flet.key(name)
     return sio_baseline.PREFIX + name
@@ -96,11 +132,11 @@ def counter_key(variant: Variant, name: str) -> str:
 class VariantFleet(Fleet):
     """A fresh redis-server and two server processes of one variant, stopped by PID."""
 
-    def __init__(self, variant: Variant, servers: int = 2) -> None:
+    def __init__(self, variant: Variant) -> None:
         self.variant = variant
         log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{variant.key}-"))
         self.file_base = log_dir / "counter"
-        super().__init__(servers, log_dir=log_dir)
+        super().__init__(variant.servers, log_dir=log_dir)
         self._redis_client: Redis | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -110,6 +146,15 @@ class VariantFleet(Fleet):
             fanout = "update" if key == "u" else "direct"
             args = ["--log-level", "warning", "--fanout", fanout]
             return ServerProcess(self.log_dir, self.redis.url, args=args)
+        quiet = ["--log-level", "warning"]
+        if key == "r":
+            return ReferenceProcess(self.log_dir, self.redis.url, quiet)
+        if key == "p":
+            app = f"{pubsub_app.__name__}:service_app"
+            return ServerProcess(self.log_dir, self.redis.url, args=["--factory", *quiet], app=app)
+        if key == "f":
+            app = f"{pubsub_app.__name__}:flet_app"
+            return ListeningProcess(self.log_dir, None, args=["--factory", *quiet], app=app)
         if key == "b":
             return BaselineProcess(self.log_dir, article.__name__, ["--file", str(self.file_base)])
         module = naive_flet.__name__ if key == "c" else sio_baseline.__name__
@@ -145,6 +190,12 @@ class VariantFleet(Fleet):
         if self._redis_client is None:
             self._redis_client = Redis.from_url(self.redis.url, decode_responses=True)
         return self._redis_client
+
+    async def next_value(self, clients: Sequence[Client]) -> int:
+        """The clicks value the next click should make every page show."""
+        if self.variant.key in PUBSUB:  # the page shows the last broadcast number
+            return max((c.shown(CLICKS) or 0) for c in clients) + 1
+        return await self.read_counter(CLICKS) + 1
 
     async def read_counter(self, name: str) -> int:
         """The counter's value in the variant's store (Redis key, or the shared file)."""

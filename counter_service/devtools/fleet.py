@@ -37,6 +37,8 @@ class _Process:
     """A child process with a log file, stopped by its PID."""
 
     name = "process"
+    cwd: Path | None = None
+    """Working directory of the child (None: the caller's)."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
@@ -46,7 +48,12 @@ class _Process:
         log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115  # the child owns it
         with log:
             self.proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                cwd=self.cwd,
             )
 
     @property
