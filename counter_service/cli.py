@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 
 from counter_service.devtools import loadtest, stack
 from counter_service.errors import SettingsError
-from counter_service.settings import Settings
+from counter_service.settings import SOURCES, Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Open websockets get this long to close on SIGTERM or Ctrl-C before the process ends.
+GRACEFUL_SHUTDOWN_S = 5
+
+
+class UsageError(Exception):
+    """A flag or variable the user gave cannot work; the message names it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run one server process (Flet web app)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    serve.add_argument("--port", type=int, default=8550, help="port to bind (default %(default)s)")
+    serve.add_argument(
+        "--port", type=port_number, default=8550, help="port to bind (default %(default)s)"
+    )
     serve.add_argument("--redis-url", help="Redis URL; default $REDIS_URL, else the embedded store")
     serve.add_argument("--namespace", help="prefix of every key and channel")
     serve.add_argument("--tick-ms", type=int, help="coalescing tick in milliseconds")
@@ -35,27 +45,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1 to 65535 (argparse names the flag in its message)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not between 1 and 65535")
+    return port
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The environment's settings with the flags on top; an error names what was typed."""
+    flags = {
+        "redis_url": args.redis_url,
+        "namespace": args.namespace,
+        "tick_ms": args.tick_ms,
+        "presence_ttl_s": args.presence_ttl,
+        "fanout": args.fanout,
+    }
+    try:
+        return Settings.from_env().with_overrides(**flags)
+    except SettingsError as exc:
+        source = SOURCES[exc.field]
+        if flags.get(exc.field) is not None and source.flag:
+            raise UsageError(f"{source.flag} {exc.value}: {exc.problem}") from None
+        raise UsageError(f"{source.env}={exc.value}: {exc.problem}") from None
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on `host:port`, or a `UsageError` naming the flag at fault."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        problem = f"not an address or a name that resolves ({exc.strerror})"
+        raise UsageError(f"--host {host}: {problem}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(_bind_problem(host, port, exc)) from None
+    return sock
+
+
+def _bind_problem(host: str, port: int, error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return f"--port {port}: address {host}:{port} is already in use"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"--host {host}: not an address of this machine"
+    if error.errno == errno.EACCES:
+        return f"--port {port}: permission denied (ports below 1024 need privileges)"
+    return f"--host {host} --port {port}: cannot listen ({error.strerror})"
+
+
 def serve(args: argparse.Namespace) -> None:
+    """Run one server process until SIGTERM or Ctrl-C."""
     import uvicorn
 
     from ui.app import create_app
 
-    settings = Settings.from_env().with_overrides(
-        redis_url=args.redis_url,
-        namespace=args.namespace,
-        tick_ms=args.tick_ms,
-        presence_ttl_s=args.presence_ttl,
-        fanout=args.fanout,
-    )
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
+    settings = settings_from(args)
+    sock = bind(args.host, args.port)  # before anything starts: a bad address costs nothing
+    config = uvicorn.Config(
+        create_app(settings),
         log_level=args.log_level,
         log_config=None,
         lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -68,5 +132,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(stack.run(args))
     try:
         serve(args)
-    except SettingsError as exc:
-        sys.exit(f"counter-service: {exc}")
+    except UsageError as exc:
+        sys.exit(f"counter-service serve: {exc}")

@@ -8,7 +8,14 @@ class CounterServiceError(Exception):
 
 
 class SettingsError(CounterServiceError, ValueError):
-    """A setting has a value the service cannot run with."""
+    """A setting has a value the service cannot run with: `field` is the Settings field,
+    `value` what it was given, `problem` what is wrong with it."""
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        super().__init__(f"{field}={value!r} {problem}")
+        self.field = field
+        self.value = value
+        self.problem = problem
 
 
 class InvalidCounterName(CounterServiceError, ValueError):

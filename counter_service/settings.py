@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 from counter_service.errors import SettingsError
@@ -22,7 +22,27 @@ FANOUT_MODES = ("direct", "update")
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 
-_Num = TypeVar("_Num", int, float)
+
+@dataclass(frozen=True)
+class Source:
+    """Where a user sets one field: its command-line flag (if any) and variable."""
+
+    flag: str | None
+    env: str
+    parse: Callable[[str], Any] = str
+
+
+SOURCES: dict[str, Source] = {
+    "redis_url": Source("--redis-url", "REDIS_URL"),
+    "namespace": Source("--namespace", "COUNTER_NAMESPACE"),
+    "tick_ms": Source("--tick-ms", "COUNTER_TICK_MS", int),
+    "presence_ttl_s": Source("--presence-ttl", "COUNTER_PRESENCE_TTL", float),
+    "max_connections": Source(None, "COUNTER_MAX_CONNECTIONS", int),
+    "fanout": Source("--fanout", "COUNTER_FANOUT"),
+    "max_message_bytes": Source(None, "COUNTER_MAX_MESSAGE_BYTES", int),
+    "reconcile_s": Source(None, "COUNTER_RECONCILE_S", float),
+}
+"""Every field, with the flag and environment variable that set it."""
 
 
 @dataclass(frozen=True)
@@ -45,16 +65,14 @@ class Settings:
     def __post_init__(self) -> None:
         _check_redis_url(self.redis_url)
         if not _NAMESPACE_RE.fullmatch(self.namespace):
-            raise SettingsError(
-                f"namespace {self.namespace!r}: use 1-64 letters, digits, '_', '-' or '.'"
-            )
+            _refuse("namespace", self.namespace, "use 1-64 letters, digits, '_', '-' or '.'")
         _check_range("tick_ms", self.tick_ms, 1, 10_000)
         _check_range("presence_ttl_s", self.presence_ttl_s, 1.0, 3600.0)
         _check_range("max_connections", self.max_connections, 1, 1024)
         _check_range("max_message_bytes", self.max_message_bytes, 64, 1024 * 1024)
         _check_range("reconcile_s", self.reconcile_s, 0.5, 3600.0)
         if self.fanout not in FANOUT_MODES:
-            raise SettingsError(f"fanout {self.fanout!r} must be one of {', '.join(FANOUT_MODES)}")
+            _refuse("fanout", self.fanout, f"must be one of {', '.join(FANOUT_MODES)}")
 
     @property
     def embedded(self) -> bool:
@@ -64,13 +82,7 @@ class Settings:
     @property
     def redacted_url(self) -> str:
         """The Redis URL with any password replaced by `***`, fit for logs."""
-        if self.redis_url is None:
-            return "embedded"
-        parts = urlsplit(self.redis_url)
-        if parts.password is None:
-            return self.redis_url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return parts._replace(netloc=netloc).geturl()
+        return "embedded" if self.redis_url is None else redact(self.redis_url)
 
     @property
     def tick_s(self) -> float:
@@ -83,45 +95,50 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `REDIS_URL`, `COUNTER_NAMESPACE`, `COUNTER_TICK_MS`,
-        `COUNTER_PRESENCE_TTL`, `COUNTER_MAX_CONNECTIONS`, `COUNTER_FANOUT`,
-        `COUNTER_MAX_MESSAGE_BYTES`, `COUNTER_RECONCILE_S` (unset or empty means default)."""
+        """Build settings from the environment variables in `SOURCES` (`REDIS_URL`,
+        `COUNTER_NAMESPACE`, `COUNTER_TICK_MS`, ...); unset or empty means default."""
         env = os.environ if env is None else env
-        return cls(
-            redis_url=env.get("REDIS_URL") or None,
-            namespace=env.get("COUNTER_NAMESPACE") or DEFAULT_NAMESPACE,
-            tick_ms=_parse(env, "COUNTER_TICK_MS", int, DEFAULT_TICK_MS),
-            presence_ttl_s=_parse(env, "COUNTER_PRESENCE_TTL", float, DEFAULT_PRESENCE_TTL_S),
-            max_connections=_parse(env, "COUNTER_MAX_CONNECTIONS", int, DEFAULT_MAX_CONNECTIONS),
-            fanout=env.get("COUNTER_FANOUT") or FANOUT_MODES[0],
-            max_message_bytes=_parse(
-                env, "COUNTER_MAX_MESSAGE_BYTES", int, DEFAULT_MAX_MESSAGE_BYTES
-            ),
-            reconcile_s=_parse(env, "COUNTER_RECONCILE_S", float, DEFAULT_RECONCILE_S),
-        )
+        given = {}
+        for field in fields(cls):
+            source = SOURCES[field.name]
+            raw = env.get(source.env)
+            if raw:
+                given[field.name] = _parse(field.name, source, raw)
+        return cls(**given)
 
 
-def _parse(env: Mapping[str, str], name: str, kind: type[_Num], default: _Num) -> _Num:
-    raw = env.get(name)
-    if not raw:
-        return default
+def redact(url: str) -> str:
+    """`url` with any password replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _parse(field: str, source: Source, raw: str) -> Any:
     try:
-        return kind(raw)
+        return source.parse(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+        kind = getattr(source.parse, "__name__", "value")
+        raise SettingsError(field, raw, f"is not a valid {kind}") from None
 
 
-def _check_range(name: str, value: float, low: float, high: float) -> None:
+def _refuse(field: str, value: object, problem: str) -> None:
+    raise SettingsError(field, value, problem)
+
+
+def _check_range(field: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
-        raise SettingsError(f"{name}={value!r} must be between {low} and {high}")
+        _refuse(field, value, f"must be between {low} and {high}")
 
 
 def _check_redis_url(url: str | None) -> None:
     if url is None:
         return
-    scheme = urlsplit(url).scheme
-    if scheme not in _REDIS_SCHEMES:
-        raise SettingsError(
-            f"redis URL {url!r}: scheme must be one of {', '.join(_REDIS_SCHEMES)}"
-            " (for example redis://127.0.0.1:6379/0)"
+    if urlsplit(url).scheme not in _REDIS_SCHEMES:
+        _refuse(
+            "redis_url",
+            redact(url),
+            f"scheme must be one of {', '.join(_REDIS_SCHEMES)} (for example redis://127.0.0.1:6379/0)",
         )

@@ -30,10 +30,10 @@ def test_empty_environment_values_mean_defaults() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"COUNTER_TICK_MS": "fast"}, "COUNTER_TICK_MS='fast' is not a valid int"),
+        ({"COUNTER_TICK_MS": "fast"}, "tick_ms='fast' is not a valid int"),
         ({"COUNTER_TICK_MS": "0"}, "tick_ms=0 must be between"),
         ({"COUNTER_PRESENCE_TTL": "0.1"}, "presence_ttl_s=0.1 must be between"),
-        ({"COUNTER_NAMESPACE": "a b"}, "namespace 'a b'"),
+        ({"COUNTER_NAMESPACE": "a b"}, "namespace='a b' use 1-64 letters"),
         ({"REDIS_URL": "http://localhost:6379"}, "scheme must be one of"),
         ({"REDIS_URL": "localhost:6379"}, "scheme must be one of"),
     ],
@@ -63,3 +63,25 @@ def test_redacted_url_hides_the_password() -> None:
 def test_a_namespace_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(SettingsError):
         Settings(namespace="shop\n")
+
+
+def test_a_refusal_says_which_field_value_and_problem() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings(reconcile_s=0.1)
+    assert (caught.value.field, caught.value.value) == ("reconcile_s", 0.1)
+    assert caught.value.problem == "must be between 0.5 and 3600.0"
+
+
+def test_every_field_has_a_documented_variable() -> None:
+    from dataclasses import fields
+
+    from counter_service.settings import SOURCES
+
+    assert [f.name for f in fields(Settings)] == list(SOURCES)
+    assert all(source.env.isupper() for source in SOURCES.values())
+
+
+def test_a_bad_url_is_refused_without_its_password() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings(redis_url="http://user:hunter2@host/0")
+    assert "hunter2" not in str(caught.value)
