@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
+import math
 from collections import deque
 
+from prometheus_client import Histogram
+
+from counter_service.metrics import loop_lag_histogram
 from counter_service.stats import percentile
 from counter_service.tasks import BackgroundTask
 
-# Histogram bucket upper bounds in ms (plus +Inf), as a Prometheus exporter would keep.
-BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
-
 
 class LoopLag:
-    """Samples the lag every `interval` seconds: the last `window` samples for a summary,
-    and a cumulative histogram since start, so a client can diff two readings to get
-    the lag distribution of exactly the interval between them."""
+    """Samples the lag every `interval` seconds into `histogram` (cumulative since start,
+    so a client can diff two readings to get the lag of exactly the interval between
+    them; by default one of its own), and keeps the last `window` samples for an exact
+    summary."""
 
-    def __init__(self, interval: float = 0.1, window: int = 600) -> None:
+    def __init__(
+        self, histogram: Histogram | None = None, interval: float = 0.1, window: int = 600
+    ) -> None:
+        self._histogram = histogram or loop_lag_histogram(None)
         self._interval = interval
         self._samples: deque[float] = deque(maxlen=window)
-        self._buckets = [0] * (len(BUCKETS_MS) + 1)
-        self._sum_ms = 0.0
         self._task = BackgroundTask("loop-lag", self._run)
 
     async def start(self) -> None:
@@ -34,20 +36,23 @@ class LoopLag:
     def record(self, lag_s: float) -> None:
         lag_s = max(0.0, lag_s)
         self._samples.append(lag_s)
-        self._buckets[bisect.bisect_left(BUCKETS_MS, lag_s * 1000)] += 1
-        self._sum_ms += lag_s * 1000
+        self._histogram.observe(lag_s)
 
     def histogram(self) -> dict[str, object]:
-        """Cumulative counts per bucket (`le_ms`, then +Inf) since start, and the sum."""
-        cumulative, running = [], 0
-        for count in self._buckets:
-            running += count
-            cumulative.append(running)
-        return {
-            "le_ms": list(BUCKETS_MS),
-            "cumulative": cumulative,
-            "sum_ms": round(self._sum_ms, 3),
-        }
+        """The histogram in milliseconds: cumulative counts per bucket (`le_ms`, then
+        +Inf) and the sum."""
+        bounds: list[float] = []
+        cumulative: list[int] = []
+        total_s = 0.0
+        for metric in self._histogram.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_bucket"):
+                    bounds.append(float(sample.labels["le"]) * 1000)
+                    cumulative.append(int(sample.value))
+                elif sample.name.endswith("_sum"):
+                    total_s = sample.value
+        finite = [round(b, 3) for b in bounds if not math.isinf(b)]
+        return {"le_ms": finite, "cumulative": cumulative, "sum_ms": round(total_s * 1000, 3)}
 
     def summary_ms(self) -> dict[str, float]:
         """p50, p99 and max of the window, in milliseconds."""

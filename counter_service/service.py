@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 from counter_service.coalescer import Coalescer, Deliver, run_flusher
 from counter_service.errors import ReservedCounter
 from counter_service.events import CounterEvent
+from counter_service.metrics import Metrics
 from counter_service.names import ONLINE, Names, check_counter_name
 from counter_service.presence import Presence
 from counter_service.pubsub import messages
@@ -56,7 +58,8 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
     Use as `async with CounterService(settings) as service:` or `start()`/`stop()`.
     Counters a process `watch`es are kept equal to Redis and their changes reach
     `subscribe`rs coalesced, at most one update per counter per tick. App messages
-    (`publish`) reach every process's `on_message` handlers in one order."""
+    (`publish`) reach every process's `on_message` handlers in one order. `metrics`
+    holds its Prometheus families (docs/metrics.md)."""
 
     def __init__(self, settings: Settings, connections: Connections | None = None) -> None:
         self.settings = settings
@@ -70,8 +73,12 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
         self._message_handlers: list[MessageHandler] = []
         self._resubscribe_handlers: list[Callable[[], None]] = []
         self._availability_handlers: list[Callable[[bool], None]] = []
+        self.metrics = Metrics(self.worker_id)
         self.counters = CounterRelay(
-            self._store, self._coalescer.put, reconcile_s=settings.reconcile_s
+            self._store,
+            self._coalescer.put,
+            reconcile_s=settings.reconcile_s,
+            on_delay=self.metrics.observe_delivery_delay,
         )
         self.subscriber = self._new_subscriber()
         self.publisher = Publisher(
@@ -84,6 +91,7 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
             "counter-flusher", lambda: run_flusher(self._coalescer, self._deliver, settings.tick_s)
         )
         self.invalid_messages = 0
+        self.metrics.watch(self)
 
     def _new_subscriber(self) -> Subscriber:
         subscriber = Subscriber(self._connections.new_subscriber)
@@ -135,9 +143,16 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
         Raises `InvalidCounterName`, `ReservedCounter`, `CorruptCounter` (nothing was
         written), `CounterOverflow`, or `StoreUnavailable` (Redis unreachable: the
         increment may or may not have been applied)."""
-        if check_counter_name(name) == ONLINE:
-            raise ReservedCounter(f"{ONLINE!r} counts live connections; it is not incremented")
-        return await self._increments.incr(name, amount)
+        started = time.perf_counter()
+        try:
+            if check_counter_name(name) == ONLINE:
+                raise ReservedCounter(f"{ONLINE!r} counts live connections; it is not incremented")
+            event = await self._increments.incr(name, amount)
+        except BaseException as exc:  # counted by kind, then raised as it was
+            self.metrics.observe_increment(started, exc)
+            raise
+        self.metrics.observe_increment(started)
+        return event
 
     async def read(self, name: str) -> CounterEvent:
         """Counter `name` as Redis holds it now (value 0 at version 0 if never changed)."""

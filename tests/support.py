@@ -4,6 +4,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from prometheus_client.parser import text_string_to_metric_families
+
 
 async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
     """Wait until `check()` is true; fail with `what` after `timeout` seconds.
@@ -14,3 +16,23 @@ async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"not true after {timeout}s: {what or check}")
         await asyncio.sleep(0.02)
+
+
+def metric_families(text: str) -> dict[str, str]:
+    """Family name -> type in a Prometheus text exposition, names as exposed (the parser
+    strips a counter's `_total`), without the `_created` gauges prometheus_client adds."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        name = family.name + "_total" if family.type == "counter" else family.name
+        if not (family.type == "gauge" and name.endswith("_created")):
+            found[name] = family.type
+    return found
+
+
+def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """(sample name, labels) -> value of every sample in a Prometheus text exposition."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

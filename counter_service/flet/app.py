@@ -11,12 +11,13 @@ from typing import Any
 
 import flet as ft
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from counter_service.flet.bridge import FletBridge
 from counter_service.flet.internals import flet_asgi_app, flet_sessions
 from counter_service.flet.websockets import CountWebsockets
 from counter_service.loop_lag import LoopLag
+from counter_service.metrics import CONTENT_TYPE
 from counter_service.service import CounterService
 from counter_service.settings import Settings
 
@@ -46,7 +47,8 @@ def app(
     service = CounterService(settings)
     bridge = FletBridge(service)
     session_main = bridge.wrap(main)
-    lag = LoopLag()
+    lag = LoopLag(service.metrics.loop_lag)
+    service.metrics.count_pages(lambda: len(bridge.fanout))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -61,7 +63,7 @@ def app(
     outer.state.service = service
     outer.state.bridge = bridge
     add_health_routes(outer, service)
-    add_metrics_route(outer, bridge, lag)
+    add_metrics_routes(outer, bridge, lag)
     # Mounted last: Flet's app ends in a catch-all static mount.
     outer.mount("/", CountWebsockets(flet_asgi_app(session_main, **flet_options), service.presence))
     return outer
@@ -87,11 +89,16 @@ def add_health_routes(app: FastAPI, service: CounterService) -> None:
         return JSONResponse(body, status_code=200 if ready else 503)
 
 
-def add_metrics_route(app: FastAPI, bridge: FletBridge, lag: LoopLag) -> None:
+def add_metrics_routes(app: FastAPI, bridge: FletBridge, lag: LoopLag) -> None:
     service = bridge.service
 
+    # Both are async on purpose: the stats they read change on the event loop only.
     @app.get("/metrics")
-    async def metrics() -> dict[str, object]:
+    async def metrics() -> Response:
+        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    @app.get("/metrics.json")
+    async def metrics_json() -> dict[str, object]:
         return {
             "worker": service.worker_id,
             "ready": service.ready,

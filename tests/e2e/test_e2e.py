@@ -148,7 +148,8 @@ async def test_the_embedded_store_serves_one_process(tmp_path: Path, fanout: str
 
 
 def metrics(server: ServerProcess) -> dict[str, Any]:
-    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
+    """The JSON view of the server's metrics (what the load tester reads too)."""
+    with urllib.request.urlopen(server.url + "/metrics.json", timeout=5) as response:
         return dict(json.load(response))
 
 

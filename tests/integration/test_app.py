@@ -79,10 +79,10 @@ def test_cli_refuses_bad_settings_with_a_clear_message(argv: list[str], message:
     assert message in str(exit_info.value.code)
 
 
-def test_metrics_report_loop_lag_relay_and_pages() -> None:
+def test_the_json_view_reports_loop_lag_relay_and_pages() -> None:
     with TestClient(create_app(Settings())) as client:
-        poll(lambda: client.get("/metrics").json()["event_loop_lag_ms"]["samples"] > 0)
-        metrics = client.get("/metrics").json()
+        poll(lambda: client.get("/metrics.json").json()["event_loop_lag_ms"]["samples"] > 0)
+        metrics = client.get("/metrics.json").json()
         assert set(metrics) == {
             "worker",
             "ready",

@@ -1,5 +1,5 @@
 """Watching from outside while the load runs: Redis connections and totals, each server's
-event-loop lag (GET /metrics), and this process's own event-loop lag."""
+event-loop lag (GET /metrics.json), and this process's own event-loop lag."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ REDIS_EVERY_S = 0.5
 METRICS_EVERY_S = 1.0
 METRICS_TIMEOUT_S = 5.0
 LAG_EVERY_S = 0.1
+# The JSON view: it has the exact lag summary of the last minute besides the histogram
+# (GET /metrics is the Prometheus format, with the histogram only).
+METRICS_PATH = "/metrics.json"
 LAG_FIELD = "event_loop_lag_ms"
 HISTOGRAM_FIELD = "event_loop_lag_histogram"
 
@@ -111,7 +114,7 @@ def fetch_json(url: str) -> tuple[int, str, Any]:
 
 def lag_reading(field: Any) -> tuple[float, float] | None:
     """(p99, max) in ms from an `event_loop_lag_ms` field: a number, or a summary dict
-    with `max` (and maybe `p99`) as GET /metrics serves it; None if neither."""
+    with `max` (and maybe `p99`) as GET /metrics.json serves it; None if neither."""
     if _is_number(field):
         return float(field), float(field)
     top = field.get("max") if isinstance(field, dict) else None
@@ -127,7 +130,7 @@ def _is_number(value: object) -> TypeGuard[float]:
 
 @dataclass
 class ServerLag:
-    """One server's event-loop lag from GET /metrics, or why it is not available."""
+    """One server's event-loop lag from GET /metrics.json, or why it is not available."""
 
     url: str
     status: str = "not polled"
@@ -138,7 +141,8 @@ class ServerLag:
 
     async def step(self) -> bool:
         try:
-            code, kind, body = await asyncio.to_thread(fetch_json, http_url(self.url) + "/metrics")
+            url = http_url(self.url) + METRICS_PATH
+            code, kind, body = await asyncio.to_thread(fetch_json, url)
         except OSError as exc:  # busy or gone: a busy server is when lag matters most
             self.missed += 1
             self.status = self.status if self.max_ms else f"unreachable: {exc}"
@@ -181,10 +185,10 @@ def phase_lag(histograms: list[tuple[float, Any]], start: float, end: float) -> 
 
 def _not_exposed(code: int, kind: str, body: Any) -> str:
     if code != 200:
-        return f"not exposed (GET /metrics: HTTP {code})"
+        return f"not exposed (GET {METRICS_PATH}: HTTP {code})"
     if body is None:
-        return f"not exposed (GET /metrics: 200 {kind}, not JSON)"
-    return f"not exposed (GET /metrics JSON has no {LAG_FIELD})"
+        return f"not exposed (GET {METRICS_PATH}: 200 {kind}, not JSON)"
+    return f"not exposed (GET {METRICS_PATH} has no {LAG_FIELD})"
 
 
 @dataclass
