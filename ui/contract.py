@@ -15,3 +15,6 @@ STATUS = "status"
 """Key of the Text that says what went wrong, empty when all is well."""
 REPLICA = "replica"
 """Key of the Text that names the worker serving the session."""
+UNREACHABLE = "unreachable"
+"""Key of the banner that is visible while this worker cannot reach the store (the
+numbers then show their last known values, faded)."""

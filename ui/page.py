@@ -9,12 +9,16 @@ import flet as ft
 
 import counter_service
 from counter_service import CorruptCounter, CounterUpdate, StoreError
-from ui.contract import BUTTON, CLICKS, ONLINE, REPLICA, STATUS, VIEWS
+from ui.contract import BUTTON, CLICKS, ONLINE, REPLICA, STATUS, UNREACHABLE, VIEWS
 
 logger = logging.getLogger(__name__)
 
+TITLE = "Counter service"
 LABELS = {VIEWS: "Views", CLICKS: "Clicks", ONLINE: "Online now"}
 STORE_DOWN = "The counter store is unreachable right now; that was not counted. Try again."
+STALE = "Cannot reach the counter store: these are the last known numbers, and may be out of date."
+STALE_OPACITY = 0.45
+"""How faded the numbers are while they may be stale."""
 
 
 def broken(name: str, problem: str) -> str:
@@ -26,34 +30,100 @@ async def main(page: ft.Page) -> None:
     await CounterPage(page).mount()
 
 
+def labelled(label: str, value: ft.Text, *, size: int = 13) -> ft.Control:
+    """`label` over `value`, read by a screen reader as one phrase ("Clicks: 12").
+
+    Numbers change by a one-field patch of their `value` alone, so the spoken phrase
+    cannot be a property that would need re-sending: it comes from the structure.
+    MergeSemantics joins both Texts into one accessibility node, rebuilt by Flutter
+    whenever the value changes; the colon exists only for the screen reader."""
+    caption = ft.Text(label, size=size, color=ft.Colors.ON_SURFACE_VARIANT)
+    caption.semantics_label = f"{label}:"
+    column = ft.Column([caption, value], spacing=2, tight=True)
+    column.horizontal_alignment = ft.CrossAxisAlignment.CENTER
+    return ft.MergeSemantics(content=column)
+
+
+def heading(text: str) -> ft.Control:
+    """The page's one heading, announced as such (Flutter renders it as <h1>)."""
+    title = ft.Text(text, theme_style=ft.TextThemeStyle.HEADLINE_MEDIUM, weight=ft.FontWeight.W_600)
+    # A container of its own: otherwise the level lands on the card's node, whole card.
+    return ft.Semantics(content=title, heading_level=1, container=True)
+
+
+def announced(content: ft.Control, *, key: str | None = None) -> ft.Semantics:
+    """`content` as a node of its own that screen readers announce when it appears or
+    changes (otherwise its text would become the label of the whole card). Hidden."""
+    return ft.Semantics(content=content, key=key, visible=False, container=True, live_region=True)
+
+
+def banner(key: str) -> ft.Semantics:
+    """The notice shown while the store is unreachable (hidden until then)."""
+    icon = ft.Icon(ft.Icons.CLOUD_OFF, color=ft.Colors.ON_ERROR_CONTAINER)
+    text = ft.Text(STALE, color=ft.Colors.ON_ERROR_CONTAINER, expand=True)
+    box = ft.Container(
+        ft.Row([icon, text], spacing=12),
+        padding=12,
+        border_radius=8,
+        bgcolor=ft.Colors.ERROR_CONTAINER,
+    )
+    return announced(box, key=key)
+
+
 class CounterPage:
-    """Three live numbers, a button, and a line that says what went wrong."""
+    """A centred card: heading, three live numbers, a button, the replica serving the
+    session, a line that says what went wrong, and a banner while the store is away."""
 
     def __init__(self, page: ft.Page) -> None:
         self.page = page
         self.counters = counter_service.counters(page)
-        self.numbers = {name: ft.Text(key=name, size=40) for name in LABELS}
-        self.status = ft.Text(key=STATUS, value="")
+        self.numbers = {
+            name: ft.Text(key=name, size=40, weight=ft.FontWeight.BOLD) for name in LABELS
+        }
+        self.status = ft.Text(
+            key=STATUS, value="", color=ft.Colors.ERROR, text_align=ft.TextAlign.CENTER
+        )
+        self.status_line = announced(self.status)
         self.replica = ft.Text(key=REPLICA, value=counter_service.service_of(page).worker_id)
-        self.button = ft.Button(key=BUTTON, content="Add a click", on_click=self.on_click)
+        self.button = ft.Button(
+            key=BUTTON, content="Add a click", icon=ft.Icons.ADD, on_click=self.on_click
+        )
+        self.unreachable = banner(UNREACHABLE)
+        self.stats = ft.Row(
+            [labelled(LABELS[name], self.numbers[name]) for name in LABELS],
+            spacing=48,
+            alignment=ft.MainAxisAlignment.CENTER,
+        )
 
     async def mount(self) -> None:
         """Render the page, show live numbers, and count this visit."""
-        self.page.title = "Counter service"
+        self.page.title = TITLE
         self.page.on_route_change = self.on_route_change
         self.counters.show(self.numbers)
         self.counters.on_change(self.on_counter_change)
+        self.counters.on_availability(self.on_availability)
+        self.mark_stale(not self.counters.available)
+        self.page.vertical_alignment = ft.MainAxisAlignment.CENTER
+        self.page.horizontal_alignment = ft.CrossAxisAlignment.CENTER
         self.page.add(self.layout())
         await self.count(VIEWS)
 
     def layout(self) -> ft.Control:
-        cards: list[ft.Control] = [
-            ft.Column([ft.Text(label), self.numbers[name]], key=f"{name}-card")
-            for name, label in LABELS.items()
-        ]
-        return ft.Column(
-            [ft.Row(cards, spacing=48), self.button, self.status, self.replica], spacing=24
+        served_by = labelled("Served by replica", self.replica, size=12)
+        column = ft.Column(
+            [
+                heading(TITLE),
+                self.unreachable,
+                self.stats,
+                self.button,
+                self.status_line,
+                served_by,
+            ],
+            spacing=24,
+            tight=True,
+            horizontal_alignment=ft.CrossAxisAlignment.CENTER,
         )
+        return ft.Card(ft.Container(column, padding=40, width=560))
 
     async def count(self, name: str) -> None:
         try:
@@ -71,10 +141,23 @@ class CounterPage:
         if update.problem is not None:
             self.set_status(broken(update.name, update.problem))
 
+    def on_availability(self, available: bool) -> None:
+        self.mark_stale(not available)
+        self.unreachable.update()
+        self.stats.update()
+        if available and self.status.value == STORE_DOWN:
+            self.set_status("")  # the failed click is history once the store is back
+
+    def mark_stale(self, stale: bool) -> None:
+        # Fading the row, not each number, keeps the numbers' own patches one field.
+        self.unreachable.visible = stale
+        self.stats.opacity = STALE_OPACITY if stale else 1.0
+
     def set_status(self, text: str) -> None:
         if self.status.value != text:
             self.status.value = text
-            self.status.update()
+            self.status_line.visible = bool(text)  # an empty line would leave a gap
+            self.status_line.update()
 
     async def on_click(self, _event: Any) -> None:
         # Everything this handler changes is pushed by hand; Flet's auto-update would
