@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from playwright.sync_api import Browser, Locator, Page, Route, ViewportSize, expect
+from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect
 
 from tests.stack import STEP
 
@@ -53,7 +53,7 @@ class Tab:
         """A fresh context on `url`, with the page rendered and its accessibility tree on;
         `affinity` pins the replica, else nginx picks one and sets the cookie."""
         context = browser.new_context(viewport=VIEWPORT)
-        context.route(OFF_MACHINE, Route.abort)
+        context.route(OFF_MACHINE, lambda route: route.abort())
         if affinity is not None:
             context.add_cookies([{"name": AFFINITY, "value": affinity, "url": url}])
         page = context.new_page()
