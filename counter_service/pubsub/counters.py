@@ -4,7 +4,9 @@ A channel message is only a hint. The relay applies an event only when it is exa
 the next version of what it holds; anything else (a gap, the same version with another
 value, a lower version, a counter not read yet) makes it read that counter back and
 take the read as the truth, even when its version is lower (Redis restarted empty, a
-key was deleted, a failover lost writes). Read-backs are batched and debounced, so a
+key was deleted, a failover lost writes). Only such a contradiction is handed to pages
+as a reset that may move them backwards; a read no older than what they were told is
+an ordinary change. Read-backs are batched and debounced, so a
 flood of forged events costs at most one read per counter per `debounce_s`. A slow
 reconciliation re-reads every watched counter, for changes no event announces (DEL,
 FLUSHDB, eviction). Only watched counters are held: events for any other name are
@@ -196,8 +198,12 @@ class CounterRelay:
             self._set(held, CounterUpdate.broken(name, str(result)))
         elif _overtaken(held, result, changes_when_sent):
             self.stats.stale_reads += 1
-        else:
+        elif _contradicts(held.update, result):
             self._set(held, CounterUpdate.truth(result))
+        else:
+            # No older than what pages were told: an ordinary change, so a page that
+            # already shows its own newer increment does not step back to it.
+            self._set(held, CounterUpdate.change(result))
 
     def _set(self, held: _Held, update: CounterUpdate) -> None:
         if held.update is not None and _same_state(held.update, update):
@@ -213,6 +219,18 @@ class CounterRelay:
 
 def _is_next(held: CounterUpdate | None, event: CounterEvent) -> bool:
     return held is not None and held.event is not None and event.version == held.event.version + 1
+
+
+def _contradicts(held: CounterUpdate | None, read: CounterEvent) -> bool:
+    """True if the read takes back what pages were told: a lower version (Redis lost
+    writes, restarted empty, a key was deleted) or the same version with another value
+    (what they were told was forged). Only then may pages move backwards."""
+    if held is None or held.event is None:
+        return False
+    current = held.event
+    return read.version < current.version or (
+        read.version == current.version and read.value != current.value
+    )
 
 
 def _same_state(a: CounterUpdate, b: CounterUpdate) -> bool:
