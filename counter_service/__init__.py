@@ -5,6 +5,7 @@ app = counter_service.app(main)   # instead of flet_web.fastapi.app(main)
 """
 
 from counter_service.errors import (
+    Busy,
     CorruptCounter,
     CounterOverflow,
     CounterServiceError,
@@ -17,7 +18,13 @@ from counter_service.errors import (
 )
 from counter_service.events import CounterEvent
 from counter_service.flet.app import app
-from counter_service.flet.bridge import PageCounters, counters, on_missed_messages, service_of
+from counter_service.flet.bridge import (
+    PageCounters,
+    counters,
+    on_missed_messages,
+    on_throttled,
+    service_of,
+)
 from counter_service.names import ONLINE
 from counter_service.service import CounterService
 from counter_service.settings import Settings
@@ -25,6 +32,7 @@ from counter_service.versions import CounterUpdate
 
 __all__ = [
     "ONLINE",
+    "Busy",
     "CorruptCounter",
     "CounterEvent",
     "CounterOverflow",
@@ -42,5 +50,6 @@ __all__ = [
     "app",
     "counters",
     "on_missed_messages",
+    "on_throttled",
     "service_of",
 ]

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tick-ms", type=int, help="coalescing tick in milliseconds")
     serve.add_argument("--presence-ttl", type=float, help="seconds until a dead worker drops out")
     serve.add_argument(
+        "--session-timeout", type=int, help="seconds a session is kept after its browser left"
+    )
+    serve.add_argument(
         "--fanout",
         choices=["direct", "update"],
         help="how pages get updates: direct patches (default) or Flet's control.update()",
@@ -64,6 +67,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "tick_ms": args.tick_ms,
         "presence_ttl_s": args.presence_ttl,
         "fanout": args.fanout,
+        "session_timeout_s": args.session_timeout,
     }
     try:
         return Settings.from_env().with_overrides(**flags)
@@ -118,6 +122,8 @@ def serve(args: argparse.Namespace) -> None:
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        # uvicorn refuses bigger frames before buffering them (its default is 16 MB).
+        ws_max_size=settings.max_frame_bytes + 1024,
     )
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -42,6 +42,11 @@ class CorruptCounter(CounterServiceError):
         self.problem = problem
 
 
+class Busy(CounterServiceError):
+    """The worker already holds as many increments as it may (`max_pending_increments`);
+    this one was refused at once, not queued. Try again shortly."""
+
+
 class StoreError(CounterServiceError):
     """Redis refused a command (out of memory, read-only replica, missing permission...)."""
 

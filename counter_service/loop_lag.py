@@ -20,12 +20,23 @@ class LoopLag:
     summary."""
 
     def __init__(
-        self, histogram: Histogram | None = None, interval: float = 0.1, window: int = 600
+        self,
+        histogram: Histogram | None = None,
+        interval: float = 0.1,
+        window: int = 600,
+        threshold_s: float = 1.0,
     ) -> None:
         self._histogram = histogram or loop_lag_histogram(None)
         self._interval = interval
         self._samples: deque[float] = deque(maxlen=window)
+        self._threshold_s = threshold_s
+        self._over_since: float | None = None
         self._task = BackgroundTask("loop-lag", self._run)
+
+    def lagging_for(self, now: float) -> float:
+        """Seconds every sample has been over the threshold, as of loop time `now`
+        (0 if the last one was not)."""
+        return 0.0 if self._over_since is None else now - self._over_since
 
     async def start(self) -> None:
         self._task.start()
@@ -69,4 +80,9 @@ class LoopLag:
         while True:
             started = loop.time()
             await asyncio.sleep(self._interval)
-            self.record(loop.time() - started - self._interval)
+            lag = loop.time() - started - self._interval
+            self.record(lag)
+            if lag <= self._threshold_s:
+                self._over_since = None
+            elif self._over_since is None:
+                self._over_since = started  # late since the sleep began

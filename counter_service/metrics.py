@@ -25,6 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from counter_service.errors import (
+    Busy,
     CorruptCounter,
     CounterOverflow,
     InvalidCounterName,
@@ -34,6 +35,7 @@ from counter_service.errors import (
 )
 
 if TYPE_CHECKING:
+    from counter_service.flet.websockets import WebsocketStats
     from counter_service.service import CounterService
 
 PREFIX = "counter_service_"
@@ -51,15 +53,18 @@ _OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
     (CounterOverflow, "overflow"),
     (InvalidCounterName, "invalid"),
     (ReservedCounter, "invalid"),
+    (Busy, "busy"),
     (StoreUnavailable, "unavailable"),
     (StoreError, "refused"),
     # The caller stopped waiting (a session closed mid-click): not the service's fault.
     (asyncio.CancelledError, "cancelled"),
 )
 INCREMENT_OUTCOMES = (
-    "ok", "corrupt", "overflow", "invalid", "unavailable", "refused", "cancelled", "error",
+    "ok", "corrupt", "overflow", "invalid", "busy", "unavailable", "refused", "cancelled",
+    "error",
 )  # fmt: skip
 RELAY_OUTCOMES = ("applied", "duplicate", "suspect", "invalid", "unwatched")
+REFUSAL_REASONS = ("bad frame", "never registered", "not reading")
 
 
 def increment_outcome(error: BaseException | None) -> str:
@@ -113,14 +118,25 @@ class Metrics:
         """Expose `service`'s own counts and states at every scrape."""
         self.registry.register(ServiceCollector(service, self.increment_duration))
 
-    def count_pages(self, pages: Callable[[], int]) -> None:
-        """Expose `pages()` (the pages this process keeps current) at every scrape."""
+    def watch_websockets(self, stats: WebsocketStats) -> None:
+        """Expose what the websocket guard refused and throttled, at every scrape."""
+        self.registry.register(WebsocketCollector(stats))
+
+    def count_pages(self, pages: Callable[[], int], sessions: Callable[[], int]) -> None:
+        """Expose `pages()` (the pages this process keeps current) and `sessions()`
+        (the Flet sessions it holds) at every scrape."""
         gauge = Gauge(
             PREFIX + "pages",
             "Pages of this process that receive counter updates.",
             registry=self.registry,
         )
         gauge.set_function(pages)
+        held = Gauge(
+            PREFIX + "flet_sessions",
+            "Flet sessions this process holds: live, and departed until they expire.",
+            registry=self.registry,
+        )
+        held.set_function(sessions)
 
     def exposition(self) -> bytes:
         """Every family in the Prometheus text format (`CONTENT_TYPE`)."""
@@ -231,3 +247,21 @@ def _health(service: CounterService) -> Iterator[Metric]:
         crashes.add_metric([task.name], task.crashes)
     yield up
     yield crashes
+
+
+class WebsocketCollector:
+    """Reads the websocket guard's counts at scrape time."""
+
+    def __init__(self, stats: WebsocketStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        """Refused connections by reason, and refused events."""
+        refused = _labelled_counter(
+            "websockets_refused", "Websocket connections closed by the guard.", "reason"
+        )
+        for reason in REFUSAL_REASONS:
+            refused.add_metric([reason], self._stats.rejected.get(reason, 0))
+        yield refused
+        throttled = self._stats.throttled_events
+        yield _counter("events_throttled", "Control events refused by the rate limit.", throttled)

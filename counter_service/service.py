@@ -19,8 +19,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from counter_service.coalescer import Coalescer, Deliver, run_flusher
-from counter_service.errors import ReservedCounter
+from counter_service.errors import CounterServiceError, ReservedCounter
 from counter_service.events import CounterEvent
+from counter_service.logs import SummarizedWarnings
 from counter_service.metrics import Metrics
 from counter_service.names import ONLINE, Names, check_counter_name
 from counter_service.presence import Presence
@@ -36,6 +37,7 @@ from counter_service.tasks import BackgroundTask
 from counter_service.versions import CounterUpdate
 
 logger = logging.getLogger(__name__)
+_failed = SummarizedWarnings(logger)
 
 PING_TIMEOUT_S = 1.0
 MessageHandler = Callable[[AppMessage], None]
@@ -67,7 +69,9 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
         self._connections = connections or connections_for(settings, f"cs:{self.worker_id}")
         self.names = Names(settings.namespace)
         self._store = CounterStore(self._connections.commands, self.names)
-        self._increments = IncrementBatcher(self._store)
+        self._increments = IncrementBatcher(
+            self._store, max_pending=settings.max_pending_increments
+        )
         self._coalescer = Coalescer()
         self._deliveries: list[Deliver] = []
         self._message_handlers: list[MessageHandler] = []
@@ -141,8 +145,10 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
         round trip, and announce it to every process; return its new state.
 
         Raises `InvalidCounterName`, `ReservedCounter`, `CorruptCounter` (nothing was
-        written), `CounterOverflow`, or `StoreUnavailable` (Redis unreachable: the
-        increment may or may not have been applied)."""
+        written), `CounterOverflow`, `Busy` (refused at once: too many increments are
+        waiting), or `StoreUnavailable` (Redis unreachable: the increment may or may
+        not have been applied). Each failure is also logged as one warning line,
+        summarised when it repeats."""
         started = time.perf_counter()
         try:
             if check_counter_name(name) == ONLINE:
@@ -150,6 +156,8 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
             event = await self._increments.incr(name, amount)
         except BaseException as exc:  # counted by kind, then raised as it was
             self.metrics.observe_increment(started, exc)
+            if isinstance(exc, CounterServiceError):
+                _failed.warn(type(exc).__name__, "an increment of %r failed: %s", name, exc)
             raise
         self.metrics.observe_increment(started)
         return event

@@ -17,6 +17,14 @@ DEFAULT_PRESENCE_TTL_S = 15.0
 DEFAULT_MAX_CONNECTIONS = 2
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 DEFAULT_RECONCILE_S = 10.0
+DEFAULT_SESSION_TIMEOUT_S = 60
+DEFAULT_EVENTS_PER_S = 20.0
+DEFAULT_EVENT_BURST = 40
+DEFAULT_MAX_PENDING_INCREMENTS = 1000
+DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+DEFAULT_REGISTER_TIMEOUT_S = 10.0
+DEFAULT_SEND_TIMEOUT_S = 10.0
+DEFAULT_LAG_THRESHOLD_S = 1.0
 FANOUT_MODES = ("direct", "update")
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -41,6 +49,14 @@ SOURCES: dict[str, Source] = {
     "fanout": Source("--fanout", "COUNTER_FANOUT"),
     "max_message_bytes": Source(None, "COUNTER_MAX_MESSAGE_BYTES", int),
     "reconcile_s": Source(None, "COUNTER_RECONCILE_S", float),
+    "session_timeout_s": Source("--session-timeout", "COUNTER_SESSION_TIMEOUT", int),
+    "events_per_s": Source(None, "COUNTER_EVENTS_PER_S", float),
+    "event_burst": Source(None, "COUNTER_EVENT_BURST", int),
+    "max_pending_increments": Source(None, "COUNTER_MAX_PENDING_INCREMENTS", int),
+    "max_frame_bytes": Source(None, "COUNTER_MAX_FRAME_BYTES", int),
+    "register_timeout_s": Source(None, "COUNTER_REGISTER_TIMEOUT", float),
+    "send_timeout_s": Source(None, "COUNTER_SEND_TIMEOUT", float),
+    "lag_threshold_s": Source(None, "COUNTER_LAG_THRESHOLD", float),
 }
 """Every field, with the flag and environment variable that set it."""
 
@@ -61,6 +77,22 @@ class Settings:
     fanout: str = FANOUT_MODES[0]
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     reconcile_s: float = DEFAULT_RECONCILE_S
+    session_timeout_s: int = DEFAULT_SESSION_TIMEOUT_S
+    """How long Flet keeps a session whose browser left (it may reconnect to it)."""
+    events_per_s: float = DEFAULT_EVENTS_PER_S
+    """Sustained control events (clicks, ...) one session may send a second."""
+    event_burst: int = DEFAULT_EVENT_BURST
+    """Events one session may send at once after a quiet spell."""
+    max_pending_increments: int = DEFAULT_MAX_PENDING_INCREMENTS
+    """Increments a worker holds while Redis is busy; more are refused as busy."""
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    """Largest websocket frame a client may send."""
+    register_timeout_s: float = DEFAULT_REGISTER_TIMEOUT_S
+    """How long a new websocket may take to send Flet's register message."""
+    send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
+    """How long a client may leave one frame unread before it is dropped."""
+    lag_threshold_s: float = DEFAULT_LAG_THRESHOLD_S
+    """Event-loop lag that, held for 10 s, makes the worker not ready."""
 
     def __post_init__(self) -> None:
         _check_redis_url(self.redis_url)
@@ -71,6 +103,14 @@ class Settings:
         _check_range("max_connections", self.max_connections, 1, 1024)
         _check_range("max_message_bytes", self.max_message_bytes, 64, 1024 * 1024)
         _check_range("reconcile_s", self.reconcile_s, 0.5, 3600.0)
+        _check_range("session_timeout_s", self.session_timeout_s, 1, 86_400)
+        _check_range("events_per_s", self.events_per_s, 0.1, 10_000.0)
+        _check_range("event_burst", self.event_burst, 1, 100_000)
+        _check_range("max_pending_increments", self.max_pending_increments, 1, 1_000_000)
+        _check_range("max_frame_bytes", self.max_frame_bytes, 4096, 16 * 1024 * 1024)
+        _check_range("register_timeout_s", self.register_timeout_s, 0.1, 3600.0)
+        _check_range("send_timeout_s", self.send_timeout_s, 0.1, 3600.0)
+        _check_range("lag_threshold_s", self.lag_threshold_s, 0.01, 3600.0)
         if self.fanout not in FANOUT_MODES:
             _refuse("fanout", self.fanout, f"must be one of {', '.join(FANOUT_MODES)}")
 

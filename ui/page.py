@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import flet as ft
 
 import counter_service
-from counter_service import CorruptCounter, CounterUpdate, StoreError
+from counter_service import Busy, CorruptCounter, CounterUpdate, StoreError
 from ui.contract import BUTTON, CLICKS, ONLINE, REPLICA, STATUS, UNREACHABLE, VIEWS
-
-logger = logging.getLogger(__name__)
 
 TITLE = "Counter service"
 LABELS = {VIEWS: "Views", CLICKS: "Clicks", ONLINE: "Online now"}
 STORE_DOWN = "The counter store is unreachable right now; that was not counted. Try again."
+BUSY = "The server is busy right now; that was not counted. Try again in a moment."
+SLOW_DOWN = "Slow down: clicks that come faster than a person clicks are not counted."
 STALE = "Cannot reach the counter store: these are the last known numbers, and may be out of date."
 STALE_OPACITY = 0.45
 """How faded the numbers are while they may be stale."""
@@ -102,6 +101,7 @@ class CounterPage:
         self.counters.show(self.numbers)
         self.counters.on_change(self.on_counter_change)
         self.counters.on_availability(self.on_availability)
+        counter_service.on_throttled(self.page, lambda: self.set_status(SLOW_DOWN))
         self.mark_stale(not self.counters.available)
         self.page.vertical_alignment = ft.MainAxisAlignment.CENTER
         self.page.horizontal_alignment = ft.CrossAxisAlignment.CENTER
@@ -126,13 +126,14 @@ class CounterPage:
         return ft.Card(ft.Container(column, padding=40, width=560))
 
     async def count(self, name: str) -> None:
+        # The service logs failed increments (summarised); the page only says why.
         try:
             await self.counters.incr(name)
         except CorruptCounter as exc:
-            logger.warning("incrementing %s refused: %s", name, exc)
             self.set_status(broken(name, exc.problem))
-        except StoreError as exc:
-            logger.warning("incrementing %s failed: %s", name, exc)
+        except Busy:
+            self.set_status(BUSY)
+        except StoreError:
             self.set_status(STORE_DOWN)
         else:
             self.set_status("")

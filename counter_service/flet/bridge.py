@@ -118,14 +118,17 @@ class _Session:
     page: ft.Page
     counters: PageCounters | None = None
     missed: list[MissedHandler] = field(default_factory=list)
+    throttled: list[Callable[[], None]] = field(default_factory=list)
 
 
 class FletBridge:
     """What `counter_service.app` adds to one Flet app: the cross-process hub, live
     counters, and per-session registrations."""
 
-    def __init__(self, service: CounterService) -> None:
+    def __init__(self, service: CounterService, session_timeout_s: int) -> None:
         self.service = service
+        self.session_timeout_s = session_timeout_s
+        """How long Flet keeps a departed session (for sessions Flet forgets to mark)."""
         self.fanout = Fanout(service.watch, service.unwatch)
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -138,9 +141,20 @@ class FletBridge:
 
         async def session_main(page: ft.Page) -> None:
             await self.open_session(page)
-            result = main(page)
-            if inspect.isawaitable(result):
-                await result
+            life = current_websocket()
+            if life is not None:
+                life.main_started()
+            try:
+                result = main(page)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                if life is None or not life.gone:
+                    raise  # a bug in main: Flet logs it and shows the error
+                logger.debug("main() failed after the client left", exc_info=True)
+            finally:
+                if life is not None:
+                    life.main_finished()
 
         return session_main
 
@@ -154,9 +168,18 @@ class FletBridge:
 
         async def closed() -> None:
             self._park(page.session.id)
-            await internals.disconnect_if_abandoned(page, connection)
+            await internals.disconnect_if_abandoned(page, connection, self.session_timeout_s)
 
+        life.on_throttled(lambda: self._throttled(page.session.id))
         await life.on_close(closed)
+
+    def _throttled(self, session_id: str) -> None:
+        session = self._sessions.get(session_id)
+        for handler in () if session is None else session.throttled:
+            try:
+                handler()
+            except Exception:
+                logger.exception("a page's throttle handler failed")
 
     def _park(self, session_id: str) -> None:
         session = self._sessions.get(session_id)
@@ -178,6 +201,10 @@ class FletBridge:
     def on_missed_messages(self, page: ft.Page, handler: MissedHandler) -> None:
         """Call `handler()` on this page after messages may have been missed."""
         self._session(page).missed.append(handler)
+
+    def on_throttled(self, page: ft.Page, handler: Callable[[], None]) -> None:
+        """Call `handler()` on this page when its events are being refused."""
+        self._session(page).throttled.append(handler)
 
     def _session(self, page: ft.Page) -> _Session:
         return self._sessions.setdefault(page.session.id, _Session(page))
@@ -275,3 +302,10 @@ def on_missed_messages(page: ft.Page, handler: MissedHandler) -> None:
 def service_of(page: ft.Page) -> CounterService:
     """The `CounterService` of the app serving `page` (for what `counters` lacks)."""
     return bridge_of(page).service
+
+
+def on_throttled(page: ft.Page, handler: Callable[[], None]) -> None:
+    """Call `handler()` (at most once a second) while this page's clicks and other
+    events are refused for coming faster than `events_per_s` / `event_burst` allow,
+    e.g. to tell the user to slow down. Refused events never reach their handlers."""
+    bridge_of(page).on_throttled(page, handler)

@@ -16,6 +16,10 @@ loudly if a Flet upgrade changes what it relies on:
    sending to a closing socket fails (see counter_service.flet.websockets).
 5. `on_reconnect`: Flet tells a page about a reconnect only through `page.on_connect`,
    which belongs to the app; the library hears it from Flet's session manager instead.
+6. `session_count`: how many sessions Flet's session manager holds, live or departed
+   and not yet expired: what a worker's memory grows with.
+7. `detached`: Flet re-attaches a reconnect only to a session already detached from its
+   old connection; the guard lets a reconnect wait (briefly) for that.
 """
 
 from __future__ import annotations
@@ -190,6 +194,30 @@ def hub_of(page: ft.Page) -> PubSubHub:
     return hub
 
 
+async def detached(session_id: str, timeout_s: float) -> None:
+    """Wait, at most `timeout_s`, until Flet's session `session_id` (if it has one) is
+    no longer attached to a connection.
+
+    Flet re-attaches a reconnecting browser to its session only if the session is
+    detached when the register message arrives; a reconnect that overtakes the old
+    connection's disconnect (it goes through a proxy, or the browser retries at once)
+    would otherwise get a brand-new session."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    # Flet signals no detach: polled, for at most timeout_s.
+    while _attached(session_id) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+def _attached(session_id: str) -> bool:
+    sessions = app_manager._FletAppManager__sessions.values()
+    return any(s.id == session_id and s.connection is not None for s in sessions)
+
+
+def session_count() -> int:
+    """Sessions Flet holds in this process (live, and departed until they expire)."""
+    return len(app_manager._FletAppManager__sessions)
+
+
 def session_evicted(page: ft.Page) -> bool:
     """True once Flet has let the session of `page` expire (it is being deleted)."""
     expires_at = page.session.expires_at
@@ -199,19 +227,20 @@ def session_evicted(page: ft.Page) -> bool:
 # 4. Session cleanup
 
 
-async def disconnect_if_abandoned(page: ft.Page, connection: object) -> None:
+async def disconnect_if_abandoned(page: ft.Page, connection: object, timeout_s: int) -> None:
     """Mark the session disconnected if Flet's handler failed to (so it expires)."""
     session = page.session
     # Still attached to the closed connection and never given an expiry: Flet's
     # handler raised before disconnecting it. Without this the session never expires
     # and its send queue keeps growing with every update.
     if session.expires_at is None and session.connection is connection:
-        await session.disconnect(session_timeout())
+        await session.disconnect(timeout_s)
 
 
-def session_timeout() -> int:
-    """Seconds a departed session is kept: the setting FletApp reads."""
-    return int(os.getenv("FLET_SESSION_TIMEOUT") or DEFAULT_FLET_SESSION_TIMEOUT)
+def session_timeout(configured: int = DEFAULT_FLET_SESSION_TIMEOUT) -> int:
+    """Seconds a departed session is kept, as FletApp decides it: its
+    `session_timeout_seconds` (`configured`), unless `FLET_SESSION_TIMEOUT` is set."""
+    return int(os.getenv("FLET_SESSION_TIMEOUT") or configured)
 
 
 # 5. Reconnects

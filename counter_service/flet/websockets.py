@@ -1,49 +1,121 @@
-"""ASGI middleware that owns each websocket's lifetime: presence counting and cleanup.
+"""ASGI middleware that owns each websocket's life: what a client may send, how fast,
+how long it may take to register or to read, and when it counts as online.
 
-Flet 1.0.5's websocket handler has two holes this closes:
-- a client that leaves before registering leaves the handler waiting forever (its send
-  loop never gets its stop signal), so the connection would count as live forever:
-  we count the client's disconnect when it arrives, and cancel a handler that is still
-  running `grace_s` after the client left;
+Flet 1.0.5's websocket handler trusts its client, and has holes this closes:
+- a frame it cannot parse, or a client that leaves before registering, leaves the handler
+  waiting for ever: every frame is checked first (counter_service.flet.frames), a bad
+  one closes the connection, and a handler still running after the client left is
+  cancelled (at once if the client never registered, after `grace_s` otherwise);
+- nothing bounds a client that never registers, never reads, floods events or sends huge
+  frames: each has a limit in `Limits`;
 - when sending to a socket that just closed fails, the handler raises before it marks
   the session disconnected: pages register a close callback (`current_websocket()`)
   to finish that work themselves.
+Only a client that registered counts as a live connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+import time
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-logger = logging.getLogger(__name__)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from counter_service.flet.frames import (
+    EVENT,
+    REGISTER,
+    BadFrame,
+    Frame,
+    FrameTooLarge,
+    check_frame,
+)
+from counter_service.logs import SummarizedWarnings
+
+logger = logging.getLogger(__name__)
+warnings = SummarizedWarnings(logger)
+
 CloseCallback = Callable[[], Awaitable[None]]
 
-DEFAULT_GRACE_S = 10.0
+# WebSocket close codes (RFC 6455).
+POLICY_VIOLATION = 1008
+UNSUPPORTED_DATA = 1003
+MESSAGE_TOO_BIG = 1009
+_CLOSE_SEND_S = 1.0
+# How long a disconnect waits for the session's main() to finish (WebsocketLife.settled).
+_MAIN_SETTLE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one websocket client may do; see the settings of the same names."""
+
+    max_frame_bytes: int = 1024 * 1024
+    register_timeout_s: float = 10.0
+    send_timeout_s: float = 10.0
+    events_per_s: float = 20.0
+    event_burst: int = 40
+    grace_s: float = 10.0
+    """How long a registered session's handler may run on after its client left."""
 
 
 class ConnectionCounter(Protocol):
-    """Anything told about connections opening and closing (e.g. `Presence`)."""
+    """Anything told about clients coming online and leaving (e.g. `Presence`)."""
 
     def connected(self) -> None: ...
 
     def disconnected(self) -> None: ...
 
 
+@dataclass
+class WebsocketStats:
+    """What the guard refused, for metrics."""
+
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Connections closed, by reason: bad frame, too big, never registered, not reading."""
+    throttled_events: int = 0
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up; `take()` spends one if it can."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._clock = clock
+        self._stamp = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
 class WebsocketLife:
-    """The end of one websocket connection, for code that must clean up after it."""
+    """The end of one websocket connection, and its refused events, for the page code
+    that must clean up after it or tell its user."""
 
     def __init__(self) -> None:
         self.closed = False
+        """True once the connection's handling is over and the close callbacks ran."""
+        self.gone = False
+        """True as soon as the client left or was refused (handling may still run)."""
+        self._mains = 0
+        self._no_main = asyncio.Event()
+        self._no_main.set()
         self._callbacks: list[CloseCallback] = []
+        self._throttled: list[Callable[[], None]] = []
+        self._last_throttle_notice = -1e9
 
     async def on_close(self, callback: CloseCallback) -> None:
         """Run `callback` once the connection's handling is over (now, if it is)."""
@@ -51,6 +123,43 @@ class WebsocketLife:
             await callback()
         else:
             self._callbacks.append(callback)
+
+    def main_started(self) -> None:
+        """The session's main() began (see `settled`)."""
+        self._mains += 1
+        self._no_main.clear()
+
+    def main_finished(self) -> None:
+        self._mains -= 1
+        if self._mains <= 0:
+            self._no_main.set()
+
+    async def settled(self, timeout: float) -> None:
+        """Wait until no main() of this connection runs, at most `timeout` seconds.
+
+        Flet 1.0.5 clears a connection's session once it has seen the disconnect; a
+        main() still running then fails sending, and Flet's own error handling fails on
+        the cleared session with a traceback. So the disconnect is held back this long."""
+        if self._no_main.is_set():
+            return  # no await: a reconnect must not find the old connection still attached
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._no_main.wait()
+
+    def on_throttled(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` when events of this client are refused (at most once a second)."""
+        self._throttled.append(callback)
+
+    def throttled(self) -> None:
+        now = time.monotonic()
+        if now - self._last_throttle_notice < 1.0:
+            return
+        self._last_throttle_notice = now
+        for callback in self._throttled:
+            try:
+                callback()
+            except Exception:
+                logger.exception("a throttle callback failed")
 
     async def close(self) -> None:
         self.closed = True
@@ -70,91 +179,182 @@ def current_websocket() -> WebsocketLife | None:
     return _current.get()
 
 
-class _Presence:
-    """Counts one connection live from accept until it is gone, exactly once."""
-
-    def __init__(self, counter: ConnectionCounter) -> None:
-        self.counter = counter
-        self.accepted = False
-        self.gone = asyncio.Event()
-
-    def accept(self) -> None:
-        if not self.accepted and not self.gone.is_set():
-            self.accepted = True
-            self.counter.connected()
-
-    def leave(self) -> None:
-        if not self.gone.is_set():
-            self.gone.set()
-            if self.accepted:
-                self.counter.disconnected()
-
-    def watch(self, receive: Receive, send: Send) -> tuple[Receive, Send]:
-        async def watched_receive() -> Message:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                self.leave()
-            return message
-
-        async def watched_send(message: Message) -> None:
-            await send(message)
-            if message["type"] == "websocket.accept":
-                self.accept()
-
-        return watched_receive, watched_send
-
-
-class CountWebsockets:
-    """Counts live websockets and guarantees each one's handling ends (see module doc)."""
+class _Connection:
+    """One websocket between the client and Flet: checks what comes in, bounds what goes
+    out, counts the client online from its register message until it is gone."""
 
     def __init__(
-        self, app: ASGIApp, counter: ConnectionCounter, grace_s: float = DEFAULT_GRACE_S
+        self, receive: Receive, send: Send, guard: WebsocketGuard, life: WebsocketLife
     ) -> None:
+        self._receive = receive
+        self._send = send
+        self._guard = guard
+        self._limits = guard.limits
+        self.life = life
+        self.registered = False
+        self.close_code: int | None = None
+        """Set when the guard refused the client: the close to send it."""
+        self.close_sent = False
+        self.gone = asyncio.Event()
+        self._bucket = TokenBucket(self._limits.events_per_s, self._limits.event_burst)
+        self._register_timer: asyncio.TimerHandle | None = None
+
+    async def receive(self) -> Message:
+        while True:
+            message = await self._receive()
+            if message["type"] == "websocket.disconnect":
+                self.leave()
+                await self.life.settled(_MAIN_SETTLE_S)
+                return message
+            if message["type"] != "websocket.receive":
+                return message
+            frame = self._admit(message)
+            if frame is not None:
+                if frame.action == REGISTER:
+                    await self._register(frame)
+                return message
+            if self.close_code is not None:
+                await self.life.settled(_MAIN_SETTLE_S)
+                return {"type": "websocket.disconnect", "code": self.close_code}
+
+    def _admit(self, message: Message) -> Frame | None:
+        """The frame to hand to Flet; None to drop it (refused or throttled)."""
+        try:
+            frame = check_frame(message, self.registered, self._limits.max_frame_bytes)
+        except BadFrame as exc:
+            code = MESSAGE_TOO_BIG if isinstance(exc, FrameTooLarge) else UNSUPPORTED_DATA
+            self.refuse("bad frame", f"sent {exc}", code)
+            return None
+        if frame.action == EVENT and not self._bucket.take():
+            self._guard.stats.throttled_events += 1
+            self.life.throttled()
+            return None
+        return frame
+
+    async def _register(self, frame: Frame) -> None:
+        if frame.session_id is not None and self._guard.before_reattach is not None:
+            await self._guard.before_reattach(frame.session_id)
+        self._registered()
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "websocket.close":
+            self.close_sent = True
+        try:
+            async with asyncio.timeout(self._limits.send_timeout_s):
+                await self._send(message)
+        except TimeoutError:
+            self.refuse("not reading", "stopped reading", POLICY_VIOLATION)
+            raise ConnectionError("the client stopped reading") from None
+        if message["type"] == "websocket.accept":
+            timeout = self._limits.register_timeout_s
+            self._register_timer = asyncio.get_running_loop().call_later(timeout, self._overdue)
+
+    def _registered(self) -> None:
+        self.registered = True
+        if self._register_timer is not None:
+            self._register_timer.cancel()
+        if not self.gone.is_set():
+            self._guard.counter.connected()
+
+    def _overdue(self) -> None:
+        if not self.registered:
+            timeout = self._limits.register_timeout_s
+            self.refuse(
+                "never registered", f"did not register within {timeout:.0f}s", POLICY_VIOLATION
+            )
+
+    def refuse(self, reason: str, detail: str, code: int) -> None:
+        """Close the connection on the client for `reason` (one warning per kind)."""
+        if self.close_code is None:
+            self.close_code = code
+            stats = self._guard.stats.rejected
+            stats[reason] = stats.get(reason, 0) + 1
+            warnings.warn(reason, "closed a websocket whose client %s", detail)
+        self.leave()
+
+    def leave(self) -> None:
+        if self._register_timer is not None:
+            self._register_timer.cancel()
+        if not self.gone.is_set():
+            self.gone.set()
+            self.life.gone = True
+            if self.registered:
+                self._guard.counter.disconnected()
+
+    async def send_close(self) -> None:
+        """Tell a refused client why, unless a close went out already."""
+        if self.close_code is None or self.close_sent:
+            return
+        self.close_sent = True
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_CLOSE_SEND_S):
+                await self._send({"type": "websocket.close", "code": self.close_code})
+
+
+class WebsocketGuard:
+    """Checks, bounds and counts every websocket of the app it wraps (module doc)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        counter: ConnectionCounter,
+        limits: Limits | None = None,
+        before_reattach: Callable[[str], Awaitable[None]] | None = None,
+    ):
         self.app = app
         self.counter = counter
-        self.grace_s = grace_s
+        self.limits = limits or Limits()
+        self.before_reattach = before_reattach
+        """Awaited before a register message that asks for an existing session goes on."""
+        self.stats = WebsocketStats()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        presence, life = _Presence(self.counter), WebsocketLife()
+        life = WebsocketLife()
+        connection = _Connection(receive, send, self, life)
         token = _current.set(life)  # before the task starts: it copies the context
         try:
-            await self._run(scope, *presence.watch(receive, send), presence)
+            await self._run(scope, connection)
         finally:
             _current.reset(token)
-            presence.leave()
+            connection.leave()
+            await connection.send_close()
             await life.close()
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send, presence: _Presence) -> None:
-        app: asyncio.Future[None] = asyncio.ensure_future(self.app(scope, receive, send))
-        gone: asyncio.Future[Any] = asyncio.ensure_future(presence.gone.wait())
+    async def _run(self, scope: Scope, connection: _Connection) -> None:
+        app = asyncio.ensure_future(self.app(scope, connection.receive, connection.send))
+        gone = asyncio.ensure_future(connection.gone.wait())
         try:
             await asyncio.wait({app, gone}, return_when=asyncio.FIRST_COMPLETED)
+            # A client that never registered has no session to clean up: stop at once.
+            grace = self.limits.grace_s if connection.registered else 0.0
+            if not app.done() and grace:
+                await asyncio.wait({app}, timeout=grace)
             if not app.done():
-                await asyncio.wait({app}, timeout=self.grace_s)
-            if not app.done():
-                logger.warning(
-                    "websocket handler still running %.0fs after the client left; cancelling it",
-                    self.grace_s,
-                )
+                if connection.registered:
+                    logger.warning(
+                        "websocket handler still running %.0fs after the client left;"
+                        " cancelling it",
+                        grace,
+                    )
                 app.cancel()
             await asyncio.wait({app})
-            _raise_unless_client_gone(app, presence)
+            _raise_unless_client_gone(app, connection)
         finally:
             for task in (app, gone):
                 task.cancel()
             await asyncio.gather(app, gone, return_exceptions=True)
 
 
-def _raise_unless_client_gone(app: asyncio.Future[None], presence: _Presence) -> None:
+def _raise_unless_client_gone(app: asyncio.Future[Any], connection: _Connection) -> None:
     if app.cancelled():
         return
     error = app.exception()
     if error is None:
         return
-    if presence.gone.is_set():
+    if connection.gone.is_set():
         # The handler failed sending to a socket the client had closed: expected noise.
         logger.debug("websocket handler failed after the client left", exc_info=error)
         return

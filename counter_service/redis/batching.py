@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from counter_service.errors import StoreUnavailable
+from counter_service.errors import Busy, StoreUnavailable
 from counter_service.events import CounterEvent
 from counter_service.redis.store import CounterStore, check_increment
 from counter_service.tasks import cancel_and_wait
 
 MAX_BATCH = 256
+MAX_PENDING = 1000
 
 
 @dataclass
@@ -27,17 +28,30 @@ class IncrementBatcher:
 
     Alone, an increment goes out at once; under a burst, callers share pipelined round
     trips instead of queueing for the few pooled connections. Each increment stays one
-    atomic script run, and each caller gets its own result or error."""
+    atomic script run, and each caller gets its own result or error. At most
+    `max_pending` increments wait or travel at once; more are refused with `Busy`, so a
+    flood costs a bounded amount of memory and is over as soon as it stops."""
 
-    def __init__(self, store: CounterStore, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, store: CounterStore, max_batch: int = MAX_BATCH, max_pending: int = MAX_PENDING
+    ) -> None:
         self._store = store
         self._max_batch = max_batch
+        self._max_pending = max_pending
         self._pending: list[_Pending] = []
+        self._in_flight = 0
         self._sender: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Increments waiting or on their way to Redis."""
+        return len(self._pending) + self._in_flight
 
     async def incr(self, name: str, amount: int = 1) -> CounterEvent:
         """Add `amount` to counter `name`; return its new state."""
         check_increment(name, amount)  # here, so bad input fails only its own caller
+        if self.pending >= self._max_pending:
+            raise Busy(f"{self.pending} increments are waiting for Redis; this one was refused")
         item = _Pending(name, amount)
         self._pending.append(item)
         if self._sender is None:
@@ -57,7 +71,11 @@ class IncrementBatcher:
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                await self._send(batch)
+                self._in_flight = len(batch)
+                try:
+                    await self._send(batch)
+                finally:
+                    self._in_flight = 0
         finally:
             self._sender = None
 

@@ -6,7 +6,7 @@ import pytest
 from redis.asyncio import Redis
 
 from counter_service.devtools.fleet import RedisProcess
-from counter_service.errors import CorruptCounter, InvalidCounterName, StoreUnavailable
+from counter_service.errors import Busy, CorruptCounter, InvalidCounterName, StoreUnavailable
 from counter_service.events import CounterEvent
 from counter_service.names import Names
 from counter_service.redis.batching import IncrementBatcher
@@ -102,3 +102,16 @@ async def test_fifty_concurrent_callers_through_one_batcher_lose_nothing(
 async def test_amounts_other_than_one_are_applied(amount: int) -> None:
     batcher = IncrementBatcher(CounterStore(fakeredis.FakeAsyncRedis(), NAMES))
     assert (await batcher.incr("clicks", amount)).value == amount
+
+
+async def test_over_the_bound_an_increment_is_refused_at_once_not_queued() -> None:
+    store = CountingStore(fakeredis.FakeAsyncRedis())
+    batcher = IncrementBatcher(store, max_batch=10, max_pending=25)
+    accepted = [asyncio.ensure_future(batcher.incr("clicks")) for _ in range(25)]
+    await asyncio.sleep(0)  # all 25 are pending or in flight now
+    with pytest.raises(Busy, match="refused"):
+        await batcher.incr("clicks")
+    events = await asyncio.gather(*accepted)
+    assert sorted(e.value for e in events) == list(range(1, 26))
+    assert batcher.pending == 0
+    assert (await batcher.incr("clicks")).value == 26  # the bound is about now, not ever

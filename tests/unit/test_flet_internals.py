@@ -258,9 +258,9 @@ async def test_an_abandoned_session_is_disconnected_with_flets_timeout() -> None
             calls.append(timeout)
 
     page: Any = SimpleNamespace(session=FakeSession())
-    await internals.disconnect_if_abandoned(page, "old")
-    await internals.disconnect_if_abandoned(page, "another")  # reconnected meanwhile
-    assert calls == [internals.session_timeout()]
+    await internals.disconnect_if_abandoned(page, "old", 42)
+    await internals.disconnect_if_abandoned(page, "another", 42)  # reconnected meanwhile
+    assert calls == [42]
     assert list(inspect.signature(Session.disconnect).parameters) == [
         "self",
         "session_timeout_seconds",
@@ -295,3 +295,51 @@ async def test_reconnect_handlers_hear_of_a_reattached_session() -> None:
 
 async def _no_connect_handler() -> None:
     return None
+
+
+# 6. The session table
+
+
+async def test_session_count_is_the_size_of_flets_session_table() -> None:
+    before = internals.session_count()
+    await app_manager.add_session("page-counted", SimpleNamespace(id="counted"))
+    try:
+        assert internals.session_count() == before + 1
+    finally:
+        app_manager._FletAppManager__sessions.pop("page-counted", None)  # type: ignore[attr-defined]  # test cleanup
+    assert internals.session_count() == before
+
+
+def test_flets_own_variable_overrides_the_configured_session_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FLET_SESSION_TIMEOUT", raising=False)
+    assert internals.session_timeout(60) == 60
+    monkeypatch.setenv("FLET_SESSION_TIMEOUT", "7")
+    assert internals.session_timeout(60) == 7
+    assert "FLET_SESSION_TIMEOUT" in inspect.getsource(FletApp.__init__)
+
+
+# 7. Re-attaching
+
+
+def test_flet_reattaches_only_a_detached_session() -> None:
+    source = inspect.getsource(FletApp)
+    assert "if candidate is not None and candidate.connection is None:" in source
+
+
+async def test_detached_waits_until_the_old_connection_lets_go() -> None:
+    session = SimpleNamespace(id="reattach", connection=object())
+    await app_manager.add_session("page-reattach", session)
+    try:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, setattr, session, "connection", None)
+        started = loop.time()
+        await internals.detached("reattach", timeout_s=5)
+        assert session.connection is None
+        assert loop.time() - started < 5
+        session.connection = object()
+        await internals.detached("reattach", timeout_s=0.05)  # gives up: a second tab
+        await internals.detached("no such session", timeout_s=5)  # nothing to wait for
+    finally:
+        app_manager._FletAppManager__sessions.pop("page-reattach", None)  # type: ignore[attr-defined]  # test cleanup
