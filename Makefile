@@ -28,29 +28,33 @@ run: install
 REPLICAS ?= 3
 UP_PORT ?= 8080
 up: install
-	tools/ensure-redis-server.sh
-	tools/ensure-nginx.sh
+	tools/ensure-command.sh redis-server redis-server
+	tools/ensure-command.sh nginx nginx
 	$(BIN)/counter-service up --replicas $(REPLICAS) --port $(UP_PORT)
 
 test: install
-	tools/ensure-redis-server.sh
+	tools/ensure-command.sh redis-server redis-server
+	tools/ensure-command.sh nginx nginx
+	tools/ensure-command.sh chromium chromium optional
 	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # A sensible default load: 2 spawned workers, 1,000 sessions; results in reports/.
 LOADTEST_ARGS ?= --spawn 2 --sessions 1000 --ramp 100 --clickers 20 --rate 100 --duration 20
 loadtest: install
-	tools/ensure-redis-server.sh
+	tools/ensure-command.sh redis-server redis-server
+	tools/ensure-command.sh nginx nginx
+	tools/ensure-command.sh chromium chromium optional
 	mkdir -p reports
 	$(BIN)/counter-service loadtest $(LOADTEST_ARGS) \
 		--out reports/loadtest.json --plot reports/loadtest.png
 
 # Every variant (this project and the baselines) in one command, so ratios hold.
 bench: install
-	tools/ensure-redis-server.sh
+	tools/ensure-command.sh redis-server redis-server
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 bench-quick: install
-	tools/ensure-redis-server.sh
+	tools/ensure-command.sh redis-server redis-server
 	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
 
 lint: install typecheck
