@@ -198,6 +198,9 @@ class _Connection:
         self.gone = asyncio.Event()
         self._bucket = TokenBucket(self._limits.events_per_s, self._limits.event_burst)
         self._register_timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._sender: asyncio.Task[Any] | None = None
+        self._sending_since: float | None = None
 
     async def receive(self) -> Message:
         while True:
@@ -237,17 +240,36 @@ class _Connection:
         self._registered()
 
     async def send(self, message: Message) -> None:
+        # The hot path of every update: no timer per frame. `watch_sends` notices a
+        # send that has not returned for `send_timeout_s` and cancels it.
         if message["type"] == "websocket.close":
             self.close_sent = True
+        self._sender = asyncio.current_task()
+        self._sending_since = self._loop.time()
         try:
-            async with asyncio.timeout(self._limits.send_timeout_s):
-                await self._send(message)
-        except TimeoutError:
-            self.refuse("not reading", "stopped reading", POLICY_VIOLATION)
-            raise ConnectionError("the client stopped reading") from None
+            await self._send(message)
+        except asyncio.CancelledError:
+            if self.close_code == POLICY_VIOLATION:  # cancelled by watch_sends
+                raise ConnectionError("the client stopped reading") from None
+            raise
+        finally:
+            self._sending_since = None
         if message["type"] == "websocket.accept":
             timeout = self._limits.register_timeout_s
             self._register_timer = asyncio.get_running_loop().call_later(timeout, self._overdue)
+
+    async def watch_sends(self) -> None:
+        """Forever: drop the client if a send to it has not returned for
+        `send_timeout_s` (it stopped reading and its buffers are full)."""
+        timeout = self._limits.send_timeout_s
+        while True:
+            await asyncio.sleep(timeout / 4)
+            since = self._sending_since
+            if since is not None and self._loop.time() - since > timeout:
+                self.refuse("not reading", "stopped reading", POLICY_VIOLATION)
+                if self._sender is not None:
+                    self._sender.cancel()
+                return
 
     def _registered(self) -> None:
         self.registered = True
@@ -326,6 +348,7 @@ class WebsocketGuard:
     async def _run(self, scope: Scope, connection: _Connection) -> None:
         app = asyncio.ensure_future(self.app(scope, connection.receive, connection.send))
         gone = asyncio.ensure_future(connection.gone.wait())
+        watchdog = asyncio.ensure_future(connection.watch_sends())
         try:
             await asyncio.wait({app, gone}, return_when=asyncio.FIRST_COMPLETED)
             # A client that never registered has no session to clean up: stop at once.
@@ -343,9 +366,9 @@ class WebsocketGuard:
             await asyncio.wait({app})
             _raise_unless_client_gone(app, connection)
         finally:
-            for task in (app, gone):
+            for task in (app, gone, watchdog):
                 task.cancel()
-            await asyncio.gather(app, gone, return_exceptions=True)
+            await asyncio.gather(app, gone, watchdog, return_exceptions=True)
 
 
 def _raise_unless_client_gone(app: asyncio.Future[Any], connection: _Connection) -> None:
