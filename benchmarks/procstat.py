@@ -39,3 +39,11 @@ def snapshot(pids: Iterable[int], proc: Path = Path("/proc")) -> dict[int, float
 def used(before: Mapping[int, float], after: Mapping[int, float]) -> float:
     """CPU seconds used between two snapshots, summed over processes present in both."""
     return sum(after[pid] - before[pid] for pid in before if pid in after)
+
+
+def rss_bytes(pid: int, proc: Path = Path("/proc")) -> int:
+    """Resident set size of process `pid` in bytes (`VmRSS` of /proc/PID/status)."""
+    for line in (proc / str(pid) / "status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no VmRSS for process {pid}")

@@ -24,7 +24,15 @@ from types import FrameType
 from typing import Any
 
 from benchmarks import report
-from benchmarks.scenarios import SCENARIOS, Config, Row, inapplicable, redis_script_vs_incr
+from benchmarks.scenarios import (
+    SCENARIO_CAP_S,
+    SCENARIO_ENV,
+    SCENARIOS,
+    Config,
+    Row,
+    inapplicable,
+    redis_script_vs_incr,
+)
 from benchmarks.variants import VARIANTS, Variant, parse_variants, running_fleet
 
 DEFAULT_OUT = Path("benchmarks/results.jsonl")
@@ -68,8 +76,10 @@ async def run_variant(
     if reason is not None:
         return [{"note": reason}]
     started = time.monotonic()
+    env = SCENARIO_ENV.get(scenario)
+    cap = max(cfg.variant_cap_s, SCENARIO_CAP_S.get(scenario, 0.0))
     try:
-        async with asyncio.timeout(cfg.variant_cap_s), running_fleet(variant, keep_logs) as fleet:
+        async with asyncio.timeout(cap), running_fleet(variant, keep_logs, env) as fleet:
             rows = await SCENARIOS[scenario](fleet, cfg)
             problems = fleet.log_problems()
             if problems["server_tracebacks"] and "server_tracebacks" not in rows[-1]:
@@ -84,7 +94,7 @@ async def run_variant(
                 rows.append({"note": f"a server process died: {tails}"})
             return rows
     except TimeoutError:
-        return [{"note": f"stopped after the {cfg.variant_cap_s:.0f}s cap"}]
+        return [{"note": f"stopped after the {cap:.0f}s cap"}]
     except Exception as exc:
         return [{"note": f"failed after {time.monotonic() - started:.0f}s: {exc!r}"[:400]}]
 

@@ -13,11 +13,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks import procstat
+from benchmarks.abuse import AbuseConfig, flood_scenario, memory_scenario
 from benchmarks.clients import Client
 from benchmarks.stats import (
     Broadcast,
@@ -70,6 +71,8 @@ class Config:
     measure_cap_s: float = 20.0
     """Time allowed for the clicks of one size in fanout and scaling."""
     variant_cap_s: float = 240.0
+    abuse: AbuseConfig = field(default_factory=AbuseConfig)
+    """Sizes of the flood and memory scenarios."""
     """Wall-clock cap of one variant in one scenario."""
 
     @classmethod
@@ -83,6 +86,7 @@ class Config:
             redis_benchmark_requests=20_000,
             open_budget_s=20.0,
             variant_cap_s=60.0,
+            abuse=AbuseConfig.quick(),
         )
 
 
@@ -493,9 +497,10 @@ def redis_script_vs_incr(cfg: Config) -> list[Row]:
                 *common,
                 "-q",
                 *script,
-                names.counter_events,
-                "clicks",
+                names.counter_channel(CLICKS),
+                CLICKS,
                 "1",
+                names.publish_command,
             ],
         }
         rows = []
@@ -539,13 +544,23 @@ SCENARIOS: dict[str, Scenario] = {
     "connections": connections,
     "scaling": scaling,
     "pubsub": pubsub,
+    "flood": lambda fleet, cfg: flood_scenario(fleet, cfg.abuse),
+    "memory": lambda fleet, cfg: memory_scenario(fleet, cfg.abuse),
 }
+SCENARIO_ENV = {"memory": {"FLET_SESSION_TIMEOUT": "5"}}
+SCENARIO_CAP_S = {"flood": 300.0, "memory": 900.0}
+"""Scenarios that need longer than `Config.variant_cap_s` per variant."""
+"""Server environment a scenario needs (departed sessions must expire within it)."""
+LIFE = ("flood", "memory")
+"""Scenarios of a worker's own life: this project now, and before the library change."""
 
 
 def inapplicable(scenario: str, variant: Variant) -> str | None:
     """Why a variant is left out of a scenario, or None if it takes part."""
     if (scenario == "pubsub") != (variant.key in PUBSUB):
         return "not applicable: the pubsub scenario has its own pair of variants"
+    if scenario in LIFE and variant.key not in ("a", "r"):
+        return "not applicable: measures this project now and before the library change"
     if scenario == "connections" and not variant.uses_redis:
         return "not applicable: no Redis (counters live in a shared file)"
     return None

@@ -105,9 +105,12 @@ def listening(port: int) -> bool:
 class ReferenceProcess(ServerProcess):
     """`counter-service serve` of the reference commit, run from its own checkout."""
 
-    def __init__(self, log_dir: Path, redis_url: str, args: list[str]) -> None:
+    def __init__(
+        self, log_dir: Path, redis_url: str, args: list[str], env: dict[str, str] | None
+    ) -> None:
         source = reference.checkout(Path(tempfile.gettempdir()) / f"cs-{REFERENCE_COMMIT}")
-        super().__init__(log_dir, redis_url, extra_env={"PYTHONPATH": str(source)}, args=args)
+        env = {**(env or {}), "PYTHONPATH": str(source)}
+        super().__init__(log_dir, redis_url, extra_env=env, args=args)
         self.cwd = source  # `python -m` puts the working directory first on sys.path
 
 
@@ -132,11 +135,11 @@ def counter_key(variant: Variant, name: str) -> str:
 class VariantFleet(Fleet):
     """A fresh redis-server and two server processes of one variant, stopped by PID."""
 
-    def __init__(self, variant: Variant) -> None:
+    def __init__(self, variant: Variant, env: dict[str, str] | None = None) -> None:
         self.variant = variant
         log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{variant.key}-"))
         self.file_base = log_dir / "counter"
-        super().__init__(variant.servers, log_dir=log_dir)
+        super().__init__(variant.servers, log_dir=log_dir, server_env=env)
         self._redis_client: Redis | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -145,10 +148,10 @@ class VariantFleet(Fleet):
         if key in OURS:
             fanout = "update" if key == "u" else "direct"
             args = ["--log-level", "warning", "--fanout", fanout]
-            return ServerProcess(self.log_dir, self.redis.url, args=args)
+            return ServerProcess(self.log_dir, self.redis.url, args=args, extra_env=self.server_env)
         quiet = ["--log-level", "warning"]
         if key == "r":
-            return ReferenceProcess(self.log_dir, self.redis.url, quiet)
+            return ReferenceProcess(self.log_dir, self.redis.url, quiet, self.server_env)
         if key == "p":
             app = f"{pubsub_app.__name__}:service_app"
             return ServerProcess(self.log_dir, self.redis.url, args=["--factory", *quiet], app=app)
@@ -225,10 +228,13 @@ class VariantFleet(Fleet):
 
 
 @contextlib.asynccontextmanager
-async def running_fleet(variant: Variant, keep_logs: bool = False) -> AsyncIterator[VariantFleet]:
-    """Start a fleet (in a thread: starting blocks), yield it, always stop it; its log
-    directory is removed unless `keep_logs`."""
-    fleet = VariantFleet(variant)
+async def running_fleet(
+    variant: Variant, keep_logs: bool = False, env: dict[str, str] | None = None
+) -> AsyncIterator[VariantFleet]:
+    """Start a fleet (in a thread: starting blocks) with `env` added to its servers'
+    environment, yield it, always stop it; its log directory is removed unless
+    `keep_logs`."""
+    fleet = VariantFleet(variant, env)
     try:
         await asyncio.to_thread(fleet.start)
         yield fleet
