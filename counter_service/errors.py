@@ -51,6 +51,11 @@ class StoreError(CounterServiceError):
     """Redis refused a command (out of memory, read-only replica, missing permission...)."""
 
 
+class NotReplicated(StoreError):
+    """The increment counted on the master, but not enough replicas confirmed it in time
+    (`wait_replicas`): a failover now could lose it."""
+
+
 class StoreUnavailable(StoreError, ConnectionError):
     """Redis could not be reached or did not answer in time; nothing was changed
     that the caller can rely on (an increment may still have been applied)."""

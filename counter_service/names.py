@@ -1,12 +1,21 @@
 """Every Redis key and channel the service uses, built from the namespace in one place.
 
-A counter's two keys carry its name as a Redis Cluster hash tag (`{name}`), so they
-share one slot and one script can check and change both atomically on a cluster too.
-That is why counter names never contain braces.
+A counter's keys carry its name as a Redis Cluster hash tag (`{name}`), so they share one
+slot and one script can check and change both atomically on a cluster too. That is why
+counter names never contain braces.
+
+Channels come in two layouts. On a single server (or a Sentinel-managed one), one
+channel carries every counter change and one every app message: a worker subscribes
+to both once. On a cluster, sharded pub/sub keeps each channel on the shard that owns
+its slot, so each counter's changes go out on a channel in its own slot (its script
+can `SPUBLISH` there atomically) and each topic's messages on a channel of their own:
+a worker subscribes to the channels of what its pages watch, and each shard carries
+only its own traffic.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -29,23 +38,42 @@ def check_counter_name(name: object) -> str:
 
 @dataclass(frozen=True)
 class Names:
-    """Key and channel names under one namespace.
+    """Key and channel names under one namespace; `sharded` selects the cluster layout.
 
     Redis channels are global across database numbers, so the namespace prefixes
     channels as well as keys: two deployments on one Redis stay apart.
     """
 
     namespace: str
+    sharded: bool = False
 
     @property
-    def counter_events(self) -> str:
-        """The channel that carries every counter change."""
+    def publish_command(self) -> str:
+        """`SPUBLISH` on a cluster (sharded pub/sub), `PUBLISH` elsewhere."""
+        return "SPUBLISH" if self.sharded else "PUBLISH"
+
+    def counter_channel(self, counter: str) -> str:
+        """The channel that carries `counter`'s changes."""
+        if self.sharded:
+            return f"{self.namespace}:events:{{{check_counter_name(counter)}}}"
         return f"{self.namespace}:events"
 
+    def topic_channel(self, topic: str | None) -> str:
+        """The channel that carries app messages of `topic` (None: `send_all`)."""
+        if not self.sharded:
+            return f"{self.namespace}:messages"
+        if topic is None:
+            return f"{self.namespace}:messages:{{*}}"
+        # A topic is any text: its hash, not the text, becomes the hash tag.
+        digest = hashlib.blake2s(topic.encode(), digest_size=8).hexdigest()
+        return f"{self.namespace}:messages:{{{digest}}}"
+
     @property
-    def messages(self) -> str:
-        """The channel that carries the apps' pub/sub messages, every topic in one order."""
-        return f"{self.namespace}:messages"
+    def static_channels(self) -> tuple[str, ...]:
+        """The channels every worker subscribes to whatever its pages do."""
+        if self.sharded:
+            return (self.topic_channel(None),)
+        return (self.counter_channel(ONLINE), self.topic_channel(None))
 
     def value(self, counter: str) -> str:
         """The string key holding a counter's value (readable with plain GET)."""
@@ -56,15 +84,7 @@ class Names:
         return f"{self.namespace}:version:{{{check_counter_name(counter)}}}"
 
     @property
-    def presence_workers(self) -> str:
-        """The set of worker ids that reported live connections."""
-        return f"{self.namespace}:presence:workers"
-
-    @property
-    def presence_prefix(self) -> str:
-        """Prefix of the expiring per-worker connection-count keys."""
-        return f"{self.namespace}:presence:worker:"
-
-    def presence_worker(self, worker_id: str) -> str:
-        """The expiring key holding one worker's live connection count."""
-        return self.presence_prefix + worker_id
+    def presence(self) -> str:
+        """The hash of every worker's live connections and their deadlines (in the
+        `online` counter's slot, so one script updates both)."""
+        return f"{self.namespace}:presence:{{{ONLINE}}}"

@@ -67,8 +67,13 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
         self.settings = settings
         self.worker_id = new_worker_id()
         self._connections = connections or connections_for(settings, f"cs:{self.worker_id}")
-        self.names = Names(settings.namespace)
-        self._store = CounterStore(self._connections.commands, self.names)
+        self.names = Names(settings.namespace, sharded=self._connections.sharded)
+        self._store = CounterStore(
+            self._connections.commands,
+            self.names,
+            wait_replicas=settings.wait_replicas,
+            wait_timeout_ms=settings.wait_timeout_ms,
+        )
         self._increments = IncrementBatcher(
             self._store, max_pending=settings.max_pending_increments
         )
@@ -77,6 +82,10 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
         self._message_handlers: list[MessageHandler] = []
         self._resubscribe_handlers: list[Callable[[], None]] = []
         self._availability_handlers: list[Callable[[bool], None]] = []
+        self._topics: dict[str, int] = {}
+        """On a cluster: how many local subscriptions each topic has."""
+        self._channel_counters: dict[str, str] = {}
+        """On a cluster: the counter whose changes each subscribed channel carries."""
         self.metrics = Metrics(self.worker_id)
         self.counters = CounterRelay(
             self._store,
@@ -86,7 +95,9 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
         )
         self.subscriber = self._new_subscriber()
         self.publisher = Publisher(
-            self._connections.commands, self.names.messages, lambda: self.subscriber.subscribed
+            self._connections.commands,
+            self.names.publish_command,
+            lambda: self.subscriber.subscribed,
         )
         self.presence = Presence(
             self._store, self.worker_id, settings.presence_ttl_s, min_gap=settings.tick_s
@@ -98,9 +109,11 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
         self.metrics.watch(self)
 
     def _new_subscriber(self) -> Subscriber:
-        subscriber = Subscriber(self._connections.new_subscriber)
-        subscriber.route(self.names.counter_events, self.counters.handle)
-        subscriber.route(self.names.messages, self._on_message)
+        subscriber = Subscriber(self._connections.new_pubsub)
+        if not self.names.sharded:  # one channel carries every counter's changes
+            subscriber.route(self.names.counter_channel(ONLINE), self.counters.handle)
+        subscriber.route(self.names.topic_channel(None), self._on_message)
+        subscriber.on_confirmed(self._channel_confirmed)
         subscriber.on_subscribed(self.counters.resync)
         subscriber.on_subscribed(self._after_subscribe)
         subscriber.on_state(self._availability_changed)
@@ -173,11 +186,22 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
     def watch(self, name: str) -> None:
         """Keep counter `name` current in this process and deliver its changes to
         `subscribe`rs, until as many `unwatch(name)` calls."""
-        self.counters.watch(check_counter_name(name))
+        if self.counters.watch(check_counter_name(name)) and self.names.sharded:
+            channel = self.names.counter_channel(name)
+            self._channel_counters[channel] = name
+            self.subscriber.route(channel, self.counters.handle)
 
     def unwatch(self, name: str) -> None:
         """Undo one `watch(name)`."""
-        self.counters.unwatch(name)
+        if self.counters.unwatch(name) and self.names.sharded:
+            channel = self.names.counter_channel(name)
+            self._channel_counters.pop(channel, None)
+            self.subscriber.unroute(channel)
+
+    def _channel_confirmed(self, channel: str) -> None:
+        name = self._channel_counters.get(channel)
+        if name is not None:  # changes published before the subscription: read them
+            self.counters.read_back([name])
 
     def latest(self, name: str) -> CounterUpdate | None:
         """What this process holds for a watched counter (None before the first read)."""
@@ -200,11 +224,31 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
 
         Raises `TypeError` (not a JSON value), `MessageTooLarge`, or `StoreUnavailable`
         at once; a message accepted here is published, retried if need be."""
-        self.publisher.send_nowait(self.encode_message(topic, message, exclude))
+        text = self.encode_message(topic, message, exclude)
+        self.publisher.send_nowait(self.names.topic_channel(topic), text)
 
     async def publish(self, topic: str | None, message: Any, exclude: str | None = None) -> None:
         """`publish_nowait`, then wait until Redis has taken the message."""
-        await self.publisher.send(self.encode_message(topic, message, exclude))
+        text = self.encode_message(topic, message, exclude)
+        await self.publisher.send(self.names.topic_channel(topic), text)
+
+    def listen(self, topic: str) -> None:
+        """Receive `topic`'s messages in this process, until as many `unlisten(topic)`
+        calls. Only a cluster needs it (each topic has a channel of its own there);
+        the first subscription takes effect once Redis confirmed it (milliseconds)."""
+        self._topics[topic] = self._topics.get(topic, 0) + 1
+        if self._topics[topic] == 1 and self.names.sharded:
+            self.subscriber.route(self.names.topic_channel(topic), self._on_message)
+
+    def unlisten(self, topic: str) -> None:
+        """Undo one `listen(topic)`."""
+        count = self._topics.get(topic, 0) - 1
+        if count > 0:
+            self._topics[topic] = count
+            return
+        self._topics.pop(topic, None)
+        if self.names.sharded and topic is not None:
+            self.subscriber.unroute(self.names.topic_channel(topic))
 
     def encode_message(self, topic: str | None, message: Any, exclude: str | None = None) -> str:
         """The envelope as published; raises like `publish_nowait` would for its content."""

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from counter_service.errors import SettingsError
+from counter_service.redis.urls import InvalidRedisUrl, parse_redis_url
 
 DEFAULT_NAMESPACE = "counter-service"
 DEFAULT_TICK_MS = 30
@@ -28,7 +29,6 @@ DEFAULT_LAG_THRESHOLD_S = 1.0
 FANOUT_MODES = ("direct", "update")
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ SOURCES: dict[str, Source] = {
     "register_timeout_s": Source(None, "COUNTER_REGISTER_TIMEOUT", float),
     "send_timeout_s": Source(None, "COUNTER_SEND_TIMEOUT", float),
     "lag_threshold_s": Source(None, "COUNTER_LAG_THRESHOLD", float),
+    "tls_ca_file": Source(None, "COUNTER_TLS_CA_FILE"),
+    "tls_cert_file": Source(None, "COUNTER_TLS_CERT_FILE"),
+    "tls_key_file": Source(None, "COUNTER_TLS_KEY_FILE"),
+    "wait_replicas": Source(None, "COUNTER_WAIT_REPLICAS", int),
+    "wait_timeout_ms": Source(None, "COUNTER_WAIT_TIMEOUT_MS", int),
 }
 """Every field, with the flag and environment variable that set it."""
 
@@ -93,6 +98,16 @@ class Settings:
     """How long a client may leave one frame unread before it is dropped."""
     lag_threshold_s: float = DEFAULT_LAG_THRESHOLD_S
     """Event-loop lag that, held for 10 s, makes the worker not ready."""
+    tls_ca_file: str | None = None
+    """CA certificates to verify Redis's certificate with (`rediss`), instead of the system's."""
+    tls_cert_file: str | None = None
+    """Client certificate, for a Redis that asks for one (`tls-auth-clients yes`)."""
+    tls_key_file: str | None = None
+    """The client certificate's private key."""
+    wait_replicas: int = 0
+    """Acknowledge an increment only once this many replicas have it (`WAIT`)."""
+    wait_timeout_ms: int = 100
+    """How long an increment waits for its replicas before it is reported not replicated."""
 
     def __post_init__(self) -> None:
         _check_redis_url(self.redis_url)
@@ -111,6 +126,12 @@ class Settings:
         _check_range("register_timeout_s", self.register_timeout_s, 0.1, 3600.0)
         _check_range("send_timeout_s", self.send_timeout_s, 0.1, 3600.0)
         _check_range("lag_threshold_s", self.lag_threshold_s, 0.01, 3600.0)
+        _check_range("wait_replicas", self.wait_replicas, 0, 16)
+        _check_range("wait_timeout_ms", self.wait_timeout_ms, 1, 60_000)
+        for field_name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            _check_file(field_name, getattr(self, field_name))
+        if self.wait_replicas and self.redis_url and "+cluster" in self.redis_url:
+            _refuse("wait_replicas", self.wait_replicas, "is not supported on a cluster")
         if self.fanout not in FANOUT_MODES:
             _refuse("fanout", self.fanout, f"must be one of {', '.join(FANOUT_MODES)}")
 
@@ -176,9 +197,12 @@ def _check_range(field: str, value: float, low: float, high: float) -> None:
 def _check_redis_url(url: str | None) -> None:
     if url is None:
         return
-    if urlsplit(url).scheme not in _REDIS_SCHEMES:
-        _refuse(
-            "redis_url",
-            redact(url),
-            f"scheme must be one of {', '.join(_REDIS_SCHEMES)} (for example redis://127.0.0.1:6379/0)",
-        )
+    try:
+        parse_redis_url(url)
+    except InvalidRedisUrl as exc:
+        _refuse("redis_url", redact(url), f"{exc} (for example redis://127.0.0.1:6379/0)")
+
+
+def _check_file(field: str, path: str | None) -> None:
+    if path is not None and not os.path.isfile(path):
+        _refuse(field, path, "is not a readable file")

@@ -214,7 +214,11 @@ class FletBridge:
         """Install the hub for `main` and relay messages, counters and re-subscribes
         into this process's pages, while the service runs."""
         self.hub = internals.CrossProcessHub(
-            self._publish, asyncio.get_running_loop(), self._session_closed, owner=self
+            self._publish,
+            asyncio.get_running_loop(),
+            self._session_closed,
+            owner=self,
+            on_topics=self._topics_changed,
         )
         internals.install_hub(main, self.hub)
         stops = [
@@ -235,6 +239,12 @@ class FletBridge:
 
     def _publish(self, topic: str | None, message: Any, exclude: str | None) -> None:
         self.service.publish_nowait(topic, message, exclude)
+
+    def _topics_changed(self, topic: str, wanted: bool) -> None:
+        if wanted:
+            self.service.listen(topic)
+        else:
+            self.service.unlisten(topic)
 
     def _deliver_message(self, message: AppMessage) -> None:
         if self.hub is not None:

@@ -127,10 +127,15 @@ class CrossProcessHub(PubSubHub):
         loop: asyncio.AbstractEventLoop,
         on_session_closed: Callable[[str], None],
         owner: object = None,
+        on_topics: Callable[[str, bool], None] = lambda _topic, _wanted: None,
     ) -> None:
         super().__init__(loop=loop, executor=app_manager.executor)
         self.owner = owner
         """Whoever built this hub (the app's bridge), for `hub_of(page).owner`."""
+        self._on_topics = on_topics
+        self._topics: dict[str, set[str]] = {}
+        """Sessions subscribed to each topic, so `on_topics(topic, wanted)` hears when a
+        topic gets its first subscriber in this process and loses its last."""
         self._publish = publish
         self._loop = loop
         self._loop_thread = threading.get_ident()  # built on the loop's thread
@@ -160,9 +165,42 @@ class CrossProcessHub(PubSubHub):
         else:
             super().send_others_on_topic(exclude, topic, message)
 
+    def subscribe_topic(self, session_id: str, topic: str, handler: Any) -> None:
+        super().subscribe_topic(session_id, topic, handler)
+        self._on_loop(self._listen, session_id, topic)
+
+    def unsubscribe_topic(self, session_id: str, topic: str) -> None:
+        super().unsubscribe_topic(session_id, topic)
+        self._on_loop(self._unlisten, session_id, topic)
+
     def unsubscribe_all(self, session_id: str) -> None:
         super().unsubscribe_all(session_id)
+        for topic in [t for t, sessions in self._topics.items() if session_id in sessions]:
+            self._on_loop(self._unlisten, session_id, topic)
         self._on_session_closed(session_id)
+
+    def _listen(self, session_id: str, topic: str) -> None:
+        sessions = self._topics.setdefault(topic, set())
+        if not sessions:
+            self._on_topics(topic, True)
+        sessions.add(session_id)
+
+    def _unlisten(self, session_id: str, topic: str) -> None:
+        sessions = self._topics.get(topic)
+        if sessions is None or session_id not in sessions:
+            return
+        sessions.discard(session_id)
+        if not sessions:
+            del self._topics[topic]
+            self._on_topics(topic, False)
+
+    def _on_loop(self, work: Callable[[str, str], None], session_id: str, topic: str) -> None:
+        # Plain-function pubsub handlers run in Flet's thread pool: bookkeeping is the
+        # event loop's.
+        if threading.get_ident() == self._loop_thread:
+            work(session_id, topic)
+        else:
+            self._loop.call_soon_threadsafe(work, session_id, topic)
 
     def _send(self, topic: str | None, message: Any, exclude: str | None) -> None:
         if threading.get_ident() == self._loop_thread:

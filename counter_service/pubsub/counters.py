@@ -97,22 +97,26 @@ class CounterRelay:
         for task in self.tasks:
             await task.stop()
 
-    def watch(self, name: str) -> None:
-        """Keep `name` current from now on (counted: call `unwatch` as often)."""
+    def watch(self, name: str) -> bool:
+        """Keep `name` current from now on (counted: call `unwatch` as often); True if
+        nobody watched it before."""
         held = self._held.setdefault(name, _Held())
         held.watchers += 1
         if held.watchers == 1:
             self.read_back([name])
+        return held.watchers == 1
 
-    def unwatch(self, name: str) -> None:
-        """One watcher less; a counter nobody watches is forgotten."""
+    def unwatch(self, name: str) -> bool:
+        """One watcher less; a counter nobody watches is forgotten (then True)."""
         held = self._held.get(name)
         if held is None:
-            return
+            return False
         held.watchers -= 1
-        if held.watchers <= 0:
-            del self._held[name]
-            self._wanted.discard(name)
+        if held.watchers > 0:
+            return False
+        del self._held[name]
+        self._wanted.discard(name)
+        return True
 
     @property
     def watched(self) -> list[str]:

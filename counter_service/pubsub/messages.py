@@ -17,6 +17,7 @@ from itertools import islice
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from counter_service.backoff import Backoff
 from counter_service.errors import MessageTooLarge, StoreError, StoreUnavailable
@@ -113,6 +114,13 @@ def _str_or_none(value: object) -> bool:
     return value is None or isinstance(value, str)
 
 
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    channel: str
+    text: str
+    done: asyncio.Future[None] | None = None
+
+
 class Publisher:
     """Publishes envelopes in the order they were handed over, a pipelined round trip
     per batch. A batch that fails is retried (with backoff) before anything newer, so
@@ -120,12 +128,15 @@ class Publisher:
     once. A retried batch may reach Redis twice if the connection broke mid-way."""
 
     def __init__(
-        self, client: Redis, channel: str, reachable: Callable[[], bool] = lambda: True
+        self,
+        client: Redis | RedisCluster,
+        command: str = "PUBLISH",
+        reachable: Callable[[], bool] = lambda: True,
     ) -> None:
         self._client = client
-        self._channel = channel
+        self._command = command
         self._reachable = reachable
-        self._pending: deque[tuple[str, asyncio.Future[None] | None]] = deque()
+        self._pending: deque[_Outgoing] = deque()
         self._wake = asyncio.Event()
         self._backoff = Backoff(base=0.05, cap=2.0)
         self.failing = False
@@ -139,17 +150,17 @@ class Publisher:
         if len(self._pending) >= MAX_PENDING:
             raise StoreUnavailable(f"{MAX_PENDING} messages are waiting for Redis; not sent")
 
-    def send_nowait(self, text: str) -> None:
-        """Queue `text` for publishing (call on the event loop's thread)."""
+    def send_nowait(self, channel: str, text: str) -> None:
+        """Queue `text` for publishing on `channel` (call on the event loop's thread)."""
         self.check_available()
-        self._pending.append((text, None))
+        self._pending.append(_Outgoing(channel, text))
         self._wake.set()
 
-    async def send(self, text: str) -> None:
-        """Publish `text` and return once Redis has taken it."""
+    async def send(self, channel: str, text: str) -> None:
+        """Publish `text` on `channel` and return once Redis has taken it."""
         self.check_available()
         done = asyncio.get_running_loop().create_future()
-        self._pending.append((text, done))
+        self._pending.append(_Outgoing(channel, text, done))
         self._wake.set()
         await done
 
@@ -160,9 +171,10 @@ class Publisher:
         await self.task.stop()
         if self._pending:
             logger.warning("%d app messages were not published: stopping", len(self._pending))
-        for _, done in self._pending:
-            if done is not None and not done.done():
-                done.set_exception(StoreUnavailable("the service stopped before publishing"))
+        for outgoing in self._pending:
+            if outgoing.done is not None and not outgoing.done.done():
+                stopped = StoreUnavailable("the service stopped before publishing")
+                outgoing.done.set_exception(stopped)
         self._pending.clear()
 
     async def _run(self) -> None:
@@ -172,13 +184,10 @@ class Publisher:
                 await self._publish_batch(list(islice(self._pending, _BATCH)))
             self._wake.clear()
 
-    async def _publish_batch(self, batch: list[tuple[str, asyncio.Future[None] | None]]) -> None:
+    async def _publish_batch(self, batch: list[_Outgoing]) -> None:
         try:
             with translated_errors():
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for text, _ in batch:
-                        pipe.publish(self._channel, text)
-                    await pipe.execute()
+                await self._publish(batch)
         except StoreError as exc:
             self.failing = True
             delay = self._backoff.next_delay()
@@ -187,9 +196,21 @@ class Publisher:
             return
         self._published(len(batch))
 
+    async def _publish(self, batch: list[_Outgoing]) -> None:
+        if isinstance(self._client, RedisCluster):
+            # One shard per channel: in order, one after the other (a cluster pipeline
+            # would not keep one topic's messages in the order they were sent).
+            for outgoing in batch:
+                await self._client.execute_command(self._command, outgoing.channel, outgoing.text)
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for outgoing in batch:
+                pipe.execute_command(self._command, outgoing.channel, outgoing.text)
+            await pipe.execute()
+
     def _published(self, count: int) -> None:
         for _ in range(count):
-            _, done = self._pending.popleft()
+            done = self._pending.popleft().done
             if done is not None and not done.done():
                 done.set_result(None)
         self.published += count

@@ -1,14 +1,25 @@
-"""How Redis clients are made: a real server from a URL, or the embedded fake store."""
+"""How Redis clients are made: a single server, a Sentinel-managed master, a Cluster,
+or the embedded fake store; and the pub/sub connection each of them listens on.
+
+Connections stay O(workers) whatever the number of sessions: commands share a bounded
+pool (per node on a cluster) and pub/sub is one connection (one per shard on a cluster).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from typing import Any, Protocol
 
 import fakeredis
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from counter_service.pubsub.subscriber import PubSubConnection
+from counter_service.redis.urls import RedisTarget, parse_redis_url
 from counter_service.settings import Settings
 
 # How long a command waits for a free pooled connection before failing.
@@ -17,17 +28,24 @@ CONNECT_TIMEOUT_S = 2.0
 # Commands are short; a reply slower than this means the server is in trouble.
 COMMAND_TIMEOUT_S = 5.0
 
+Client = Redis | RedisCluster
+
 
 class Connections(Protocol):
     """Source of Redis clients for one process."""
 
     @property
-    def commands(self) -> Redis:
+    def commands(self) -> Client:
         """The shared client for commands, over a bounded pool."""
         ...
 
-    def new_subscriber(self) -> Redis:
-        """A fresh client for one pub/sub connection; the caller closes it."""
+    @property
+    def sharded(self) -> bool:
+        """True on a cluster: channels live on shards (SSUBSCRIBE/SPUBLISH)."""
+        ...
+
+    def new_pubsub(self) -> PubSubConnection:
+        """A fresh pub/sub connection; the caller closes it."""
         ...
 
     async def aclose(self) -> None:
@@ -35,21 +53,117 @@ class Connections(Protocol):
         ...
 
 
-class RedisConnections:
-    """Clients for a real Redis server. Commands share a blocking pool of at most
-    `max_connections`, so connections stay O(workers) whatever the number of sessions."""
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """redis-py's TLS arguments from the settings (a `rediss` URL's query may add more)."""
+    options: dict[str, Any] = {}
+    for key, value in (
+        ("ssl_ca_certs", settings.tls_ca_file),
+        ("ssl_certfile", settings.tls_cert_file),
+        ("ssl_keyfile", settings.tls_key_file),
+    ):
+        if value:
+            options[key] = value
+    return options
 
-    def __init__(self, url: str, max_connections: int, name: str = "counter-service") -> None:
-        self._url = url
+
+def _subscriber_options(name: str) -> dict[str, Any]:
+    # No socket_timeout: a quiet channel is normal; the subscriber detects a deaf
+    # connection with its own PINGs. No retries: it reconnects itself, to resync.
+    return {
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0),
+        "client_name": f"{name}:relay",
+    }
+
+
+def _command_options(name: str) -> dict[str, Any]:
+    return {
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": COMMAND_TIMEOUT_S,
+        "socket_keepalive": True,
+        "client_name": f"{name}:commands",
+    }
+
+
+class ServerPubSub:
+    """A pub/sub connection to one server (plain channels)."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._pubsub: PubSub = client.pubsub()
+
+    async def subscribe(self, channels: list[str]) -> None:
+        await self._pubsub.subscribe(*channels)
+
+    async def unsubscribe(self, channels: list[str]) -> None:
+        await self._pubsub.unsubscribe(*channels)
+
+    async def get_message(self, timeout: float) -> dict[str, Any] | None:
+        message: dict[str, Any] | None = await self._pubsub.get_message(timeout=timeout)
+        return message
+
+    async def ping(self) -> None:
+        await self._pubsub.ping()
+
+    async def aclose(self) -> None:
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        await self._client.aclose()
+
+
+_SHARDED_TYPES = {"smessage": "message", "ssubscribe": "subscribe", "sunsubscribe": "unsubscribe"}
+
+
+class ShardPubSub:
+    """Sharded pub/sub over a cluster: one connection per shard that owns a channel."""
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        self._cluster = cluster
+        self._pubsub: ClusterPubSub = cluster.pubsub()
+        self._channels = 0
+
+    async def subscribe(self, channels: list[str]) -> None:
+        await self._pubsub.ssubscribe(*channels)
+        self._channels += len(channels)
+
+    async def unsubscribe(self, channels: list[str]) -> None:
+        await self._pubsub.sunsubscribe(*channels)
+        self._channels -= len(channels)
+
+    async def get_message(self, timeout: float) -> dict[str, Any] | None:
+        if self._channels <= 0:
+            await asyncio.sleep(timeout)  # no shard connection yet: nothing to read
+            return None
+        message = await self._pubsub.get_sharded_message(timeout=timeout)
+        if message is not None:
+            message["type"] = _SHARDED_TYPES.get(message["type"], message["type"])
+        return message
+
+    async def ping(self) -> None:
+        for pubsub in list(self._pubsub.node_pubsub_mapping.values()):
+            await pubsub.ping()
+
+    async def aclose(self) -> None:
+        await self._pubsub.aclose()
+        await self._cluster.aclose()
+
+
+class ServerConnections:
+    """Clients for one real Redis server, from a `redis://`, `rediss://` or `unix://` URL."""
+
+    sharded = False
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        assert settings.redis_url is not None
+        self._url = settings.redis_url
         self._name = name
+        self._tls = tls_options(settings) if settings.redis_url.startswith("rediss") else {}
         pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
+            self._url,
+            max_connections=settings.max_connections,
             timeout=POOL_TIMEOUT_S,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            socket_timeout=COMMAND_TIMEOUT_S,
-            socket_keepalive=True,
-            client_name=f"{name}:commands",
+            **_command_options(name),
+            **self._tls,
         )
         self._commands = Redis(connection_pool=pool)
 
@@ -57,25 +171,102 @@ class RedisConnections:
     def commands(self) -> Redis:
         return self._commands
 
-    def new_subscriber(self) -> Redis:
-        # No socket_timeout: a quiet channel is normal; the relay detects a deaf
-        # connection with its own PINGs. No retries: the relay reconnects itself
-        # so that it can resync after every reconnect.
-        return Redis.from_url(
-            self._url,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
-            client_name=f"{self._name}:relay",
-        )
+    def new_pubsub(self) -> PubSubConnection:
+        client = Redis.from_url(self._url, **_subscriber_options(self._name), **self._tls)
+        return ServerPubSub(client)
 
     async def aclose(self) -> None:
         # A pool passed in explicitly is not closed by the client unless asked.
         await self._commands.aclose(close_connection_pool=True)
 
 
+class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool (connections go to the current master) that waits for a free
+    connection, like the single-server pool, instead of failing when all are busy."""
+
+
+class SentinelConnections:
+    """Clients for the master that Sentinel names; each new connection asks the
+    sentinels, so commands and the subscription follow the master through a failover."""
+
+    sharded = False
+
+    def __init__(self, settings: Settings, target: RedisTarget, name: str) -> None:
+        self._name = name
+        self._target = target
+        tls = {"ssl": True, **tls_options(settings)} if target.tls else {}
+        sentinel_tls = {"ssl": True, **tls_options(settings)} if target.tls else {}
+        self._sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            list(target.hosts),
+            sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT_S, **sentinel_tls},
+            username=target.username,
+            password=target.password,
+            db=target.db,
+            **tls,
+            **target.options,
+        )
+        self._commands = self._sentinel.master_for(
+            target.service,
+            connection_pool_class=BlockingSentinelPool,
+            max_connections=settings.max_connections,
+            timeout=POOL_TIMEOUT_S,
+            **_command_options(name),
+        )
+
+    @property
+    def commands(self) -> Redis:
+        return self._commands  # type: ignore[no-any-return]  # redis-py leaves it unannotated
+
+    def new_pubsub(self) -> PubSubConnection:
+        client = self._sentinel.master_for(self._target.service, **_subscriber_options(self._name))
+        return ServerPubSub(client)
+
+    async def aclose(self) -> None:
+        await self._commands.aclose(close_connection_pool=True)
+
+
+class ClusterConnections:
+    """Clients for a Redis Cluster from its seed nodes; each node has a bounded pool."""
+
+    sharded = True
+
+    def __init__(self, settings: Settings, target: RedisTarget, name: str) -> None:
+        self._settings = settings
+        self._target = target
+        self._name = name
+        self._commands = self._cluster(_command_options(name), settings.max_connections)
+
+    def _cluster(self, options: dict[str, Any], max_connections: int) -> RedisCluster:
+        tls = {"ssl": True, **tls_options(self._settings)} if self._target.tls else {}
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in self._target.hosts],
+            username=self._target.username,
+            password=self._target.password,
+            max_connections=max_connections,
+            **{**options, **tls, **self._target.options},
+        )
+
+    @property
+    def commands(self) -> RedisCluster:
+        return self._commands
+
+    def new_pubsub(self) -> PubSubConnection:
+        options = _subscriber_options(self._name)
+        options.pop("retry")  # the cluster client handles its own redirections
+        return ShardPubSub(self._cluster(options, 4))
+
+    async def aclose(self) -> None:
+        await self._commands.aclose()
+
+
+class EmbeddedPubSub(ServerPubSub):
+    """The embedded store's pub/sub (fakeredis)."""
+
+
 class EmbeddedConnections:
     """An in-process fake Redis with Lua scripting: for one process in development."""
+
+    sharded = False
 
     def __init__(self) -> None:
         self._server = fakeredis.FakeServer()
@@ -85,17 +276,22 @@ class EmbeddedConnections:
     def commands(self) -> Redis:
         return self._commands
 
-    def new_subscriber(self) -> Redis:
-        return fakeredis.FakeAsyncRedis(server=self._server)
+    def new_pubsub(self) -> PubSubConnection:
+        return EmbeddedPubSub(fakeredis.FakeAsyncRedis(server=self._server))
 
     async def aclose(self) -> None:
         await self._commands.aclose()
 
 
 def connections_for(settings: Settings, name: str = "counter-service") -> Connections:
-    """The real server named by the settings, or the embedded store if none is.
-
-    `name` labels the connections in Redis's CLIENT LIST (`NAME:commands`, `NAME:relay`)."""
+    """The Redis named by the settings (a server, Sentinel or a cluster), or the embedded
+    store if none is. `name` labels the connections in Redis's CLIENT LIST
+    (`NAME:commands`, `NAME:relay`)."""
     if settings.redis_url is None:
         return EmbeddedConnections()
-    return RedisConnections(settings.redis_url, settings.max_connections, name)
+    target = parse_redis_url(settings.redis_url)
+    if target.kind == "sentinel":
+        return SentinelConnections(settings, target, name)
+    if target.kind == "cluster":
+        return ClusterConnections(settings, target, name)
+    return ServerConnections(settings, name)

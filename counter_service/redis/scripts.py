@@ -43,7 +43,8 @@ local function event(name, value, version)
 end
 """
 
-# KEYS: value key, version key. ARGV: channel, counter name, amount.
+# KEYS: value key, version key. ARGV: channel, counter name, amount, PUBLISH or SPUBLISH
+# (on a cluster the channel is in the keys' slot, so the script stays on one shard).
 INCREMENT = (
     _CHECKS
     + """
@@ -61,7 +62,7 @@ end
 redis.call('INCR', KEYS[2])
 local value = redis.call('GET', KEYS[1])
 local version = redis.call('GET', KEYS[2])
-redis.call('PUBLISH', ARGV[1], event(ARGV[2], value, version))
+redis.call(ARGV[4], ARGV[1], event(ARGV[2], value, version))
 return {value, version}
 """
 )
@@ -78,39 +79,45 @@ return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
 """
 )
 
-# KEYS: workers set, this worker's key, online value key, online version key.
-# ARGV: worker id, live connections (or -1 to leave), key TTL in ms, worker key
-# prefix, channel, counter name.
-# Sums the live workers (dropping those whose key expired) and publishes the
-# total only when it changed, so heartbeats cost no traffic in a steady state.
-# The service owns these keys: a corrupt one is reset rather than refused.
+# KEYS: the presence hash, online value key, online version key (one slot: `{online}`).
+# ARGV: worker id, live connections (or -1 to leave), TTL in ms, channel, counter name,
+# PUBLISH or SPUBLISH.
+# Each worker's field holds "count:deadline_ms"; a field past its deadline (its worker
+# died) is dropped, and the total is published only when it changed, so heartbeats cost
+# no traffic in a steady state. Every key is declared (a cluster needs that). The
+# service owns these keys: a corrupt one is reset rather than refused.
 PRESENCE = (
     _CHECKS
     + """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind ~= 'set' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
-if problem(KEYS[3], true) then redis.call('DEL', KEYS[3]) end
-if problem(KEYS[4], false) then redis.call('DEL', KEYS[4]) end
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+if problem(KEYS[2], true) then redis.call('DEL', KEYS[2]) end
+if problem(KEYS[3], false) then redis.call('DEL', KEYS[3]) end
 if tonumber(ARGV[2]) < 0 then
-  redis.call('DEL', KEYS[2])
-  redis.call('SREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[1], ARGV[1])
 else
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-  redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. string.format('%d', now_ms + ARGV[3]))
 end
 local total = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local count = tonumber(redis.pcall('GET', ARGV[4] .. id))
-  if count then total = total + count else redis.call('SREM', KEYS[1], id) end
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local count, deadline = string.match(fields[i + 1], '^(%d+):(%d+)$')
+  if count and tonumber(deadline) > now_ms then
+    total = total + tonumber(count)
+  else
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
 end
 total = string.format('%d', total)
-if redis.call('GET', KEYS[3]) == total then
-  return {total, redis.call('GET', KEYS[4]) or '0'}
+if redis.call('GET', KEYS[2]) == total then
+  return {total, redis.call('GET', KEYS[3]) or '0'}
 end
-redis.call('SET', KEYS[3], total)
-redis.call('INCR', KEYS[4])
-local version = redis.call('GET', KEYS[4])
-redis.call('PUBLISH', ARGV[5], event(ARGV[6], total, version))
+redis.call('SET', KEYS[2], total)
+redis.call('INCR', KEYS[3])
+local version = redis.call('GET', KEYS[3])
+redis.call(ARGV[6], ARGV[4], event(ARGV[5], total, version))
 return {total, version}
 """
 )

@@ -5,11 +5,13 @@ This is the seam between the library and Redis's errors: what leaves it is a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -17,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from counter_service.errors import (
     CorruptCounter,
     CounterOverflow,
+    NotReplicated,
     StoreError,
     StoreUnavailable,
 )
@@ -29,11 +32,24 @@ ReadResult = CounterEvent | CorruptCounter
 
 class CounterStore:
     """Atomic counter operations: every change is checked, written and published by
-    one script."""
+    one script.
 
-    def __init__(self, client: Redis, names: Names) -> None:
+    `wait_replicas` > 0 acknowledges increments only once that many replicas have them
+    (`WAIT`, at most `wait_timeout_ms`); otherwise the increment counted on the master
+    but the caller gets `NotReplicated`. Not on a cluster: there a pipeline spans
+    several connections, and `WAIT` only covers the writes of its own."""
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        names: Names,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 100,
+    ) -> None:
         self._client = client
         self._names = names
+        self._cluster = isinstance(client, RedisCluster)
+        self._wait = (wait_replicas, wait_timeout_ms) if wait_replicas else None
         self._increment = client.register_script(INCREMENT)
         self._read = client.register_script(READ)
         self._presence = client.register_script(PRESENCE)
@@ -52,7 +68,7 @@ class CounterStore:
         `CounterOverflow` or `StoreError` for that item alone. Raises
         `StoreUnavailable` if Redis cannot be reached."""
         calls = [self._counter_call(name, amount) for name, amount in items]
-        replies = await self._pipelined(self._increment, calls)
+        replies = await self._pipelined(self._increment, calls, wait=self._wait)
         return [_result(name, reply) for (name, _), reply in zip(items, replies, strict=True)]
 
     async def read(self, name: str) -> CounterEvent:
@@ -79,20 +95,9 @@ class CounterStore:
 
         `live=-1` removes the worker at once (graceful shutdown)."""
         names = self._names
-        keys = [
-            names.presence_workers,
-            names.presence_worker(worker_id),
-            names.value(ONLINE),
-            names.version(ONLINE),
-        ]
-        args: list[str | int] = [
-            worker_id,
-            live,
-            ttl_ms,
-            names.presence_prefix,
-            names.counter_events,
-            ONLINE,
-        ]
+        keys = [names.presence, names.value(ONLINE), names.version(ONLINE)]
+        channel, command = names.counter_channel(ONLINE), names.publish_command
+        args: list[str | int] = [worker_id, live, ttl_ms, channel, ONLINE, command]
         with translated_errors():
             return _event(ONLINE, await self._presence(keys=keys, args=args))
 
@@ -101,16 +106,43 @@ class CounterStore:
         if amount is None:
             return keys, []
         check_amount(amount)
-        return keys, [self._names.counter_events, name, amount]
+        channel, command = self._names.counter_channel(name), self._names.publish_command
+        return keys, [channel, name, amount, command]
 
-    async def _pipelined(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    async def _pipelined(
+        self,
+        script: Any,
+        calls: list[tuple[list[str], list[Any]]],
+        wait: tuple[int, int] | None = None,
+    ) -> list[Any]:
+        """One reply per call (an exception for a call Redis refused), in one round
+        trip; on a cluster, concurrent calls routed to each key's shard."""
         if not calls:
             return []
         with translated_errors():
+            if self._cluster:
+                jobs = (script(keys=keys, args=args) for keys, args in calls)
+                return list(await asyncio.gather(*jobs, return_exceptions=True))
             async with self._client.pipeline(transaction=False) as pipe:
                 for keys, args in calls:
                     await script(keys=keys, args=args, client=pipe)
-                return list(await pipe.execute(raise_on_error=False))
+                if wait is not None:
+                    pipe.execute_command("WAIT", *wait)
+                replies = list(await pipe.execute(raise_on_error=False))
+        return replies if wait is None else _waited(replies, wait[0])
+
+
+def _waited(replies: list[Any], wanted: int) -> list[Any]:
+    """The scripts' replies, each increment failed with `NotReplicated` if fewer than
+    `wanted` replicas acknowledged (the last reply is WAIT's count)."""
+    *replies, acknowledged = replies
+    if isinstance(acknowledged, int) and acknowledged >= wanted:
+        return replies
+    problem = NotReplicated(
+        f"counted on the master, but only {acknowledged} of {wanted} replicas confirmed it"
+        " in time: a failover now could lose it"
+    )
+    return [reply if isinstance(reply, Exception) else problem for reply in replies]
 
 
 def check_increment(name: str, amount: int) -> None:
@@ -138,6 +170,8 @@ def translated_errors() -> Iterator[None]:
 
 
 def _result(name: str, reply: Any) -> CounterEvent | Exception:
+    if isinstance(reply, NotReplicated):
+        return reply
     if isinstance(reply, ResponseError):
         return _refusal(name, str(reply))
     if isinstance(reply, (RedisConnectionError, RedisTimeoutError)):

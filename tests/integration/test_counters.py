@@ -47,6 +47,11 @@ async def watcher(redis_server: RedisProcess) -> AsyncIterator[Watcher]:
         yield w
 
 
+def channel(watcher: Watcher) -> str:
+    """Where the counters' changes go out (one channel on a single server)."""
+    return watcher.service.names.counter_channel("clicks")
+
+
 def forged(name: str, value: int, version: int) -> str:
     return CounterEvent(name, value, version).encode()
 
@@ -66,7 +71,7 @@ async def test_changes_arrive_in_version_order(watcher: Watcher) -> None:
 async def test_a_forged_huge_version_is_never_shown(watcher: Watcher, redis_client: Redis) -> None:
     await clicks(watcher, 3)
     await eventually(lambda: watcher.shows("clicks", 3))
-    await redis_client.publish(watcher.service.names.counter_events, forged("clicks", -5, 99999999))
+    await redis_client.publish(channel(watcher), forged("clicks", -5, 99999999))
     await clicks(watcher, 1)
     await eventually(lambda: watcher.shows("clicks", 4), what="real clicks still count")
     assert -5 not in watcher.history("clicks")
@@ -78,7 +83,7 @@ async def test_a_forged_next_version_is_corrected_by_the_next_click(
 ) -> None:
     await clicks(watcher, 2)
     await eventually(lambda: watcher.shows("clicks", 2))
-    await redis_client.publish(watcher.service.names.counter_events, forged("clicks", 1000, 3))
+    await redis_client.publish(channel(watcher), forged("clicks", 1000, 3))
     await eventually(lambda: watcher.shows("clicks", 1000), what="the forgery is the next version")
     await clicks(watcher, 1)  # version 3 again, another value: read back
     await eventually(lambda: watcher.shows("clicks", 3), what="truth after the next click")
@@ -87,7 +92,7 @@ async def test_a_forged_next_version_is_corrected_by_the_next_click(
 async def test_a_forged_next_version_is_corrected_by_reconciliation(
     watcher: Watcher, redis_client: Redis
 ) -> None:
-    await redis_client.publish(watcher.service.names.counter_events, forged("views", 77, 1))
+    await redis_client.publish(channel(watcher), forged("views", 77, 1))
     await eventually(lambda: watcher.shows("views", 77))
     await eventually(lambda: watcher.shows("views", 0), timeout=3 * RECONCILE_S + 5)
 
@@ -96,7 +101,7 @@ async def test_a_lower_version_makes_it_read_back(watcher: Watcher, redis_client
     await clicks(watcher, 5)
     await eventually(lambda: watcher.shows("clicks", 5))
     reads = watcher.service.counters.stats.readbacks
-    await redis_client.publish(watcher.service.names.counter_events, forged("clicks", 1, 1))
+    await redis_client.publish(channel(watcher), forged("clicks", 1, 1))
     await eventually(lambda: watcher.service.counters.stats.readbacks > reads, what="read back")
     assert watcher.shows("clicks", 5)
 
@@ -134,7 +139,7 @@ async def test_a_flood_of_forged_events_costs_a_read_per_debounce_interval(
     started, reads = time.monotonic(), relay.stats.readbacks
     async with redis_client.pipeline(transaction=False) as pipe:
         for version in range(1000, 3000):
-            pipe.publish(watcher.service.names.counter_events, forged("clicks", 5, version))
+            pipe.publish(channel(watcher), forged("clicks", 5, version))
         await pipe.execute()
     await eventually(lambda: relay.stats.messages >= 2000, what="flood received")
     elapsed = time.monotonic() - started
@@ -149,7 +154,7 @@ async def test_forged_events_for_unwatched_names_keep_no_state(
     relay = watcher.service.counters
     async with redis_client.pipeline(transaction=False) as pipe:
         for i in range(50_000):
-            pipe.publish(watcher.service.names.counter_events, forged(f"spam-{i}", i, 1))
+            pipe.publish(channel(watcher), forged(f"spam-{i}", i, 1))
         await pipe.execute()
     await eventually(lambda: relay.stats.unwatched >= 50_000, timeout=60, what="spam received")
     assert sorted(relay.watched) == ["clicks", "views"]

@@ -101,7 +101,7 @@ async def test_each_kind_of_event_counts_under_its_outcome(
     assert readbacks >= 1
     event = await service.incr("clicks")
     await eventually(lambda: relay(service, "applied") == 1, what="applied")
-    channel = service.names.counter_events
+    channel = service.names.counter_channel("clicks")
     await redis_client.publish(channel, event.encode())  # the one it holds
     await redis_client.publish(channel, CounterEvent("clicks", 99, 50).encode())  # a gap
     await redis_client.publish(channel, "garbage")
@@ -129,7 +129,7 @@ async def test_app_messages_count_published_and_foreign(
     service: CounterService, redis_client: Redis
 ) -> None:
     await service.publish("topic", {"hello": 1})
-    await redis_client.publish(service.names.messages, json.dumps({"not": "ours"}))
+    await redis_client.publish(service.names.topic_channel(None), json.dumps({"not": "ours"}))
     invalid = "counter_service_app_messages_invalid_total"
     await eventually(lambda: value(service, invalid) == 1, what="garbage dropped")
     assert value(service, "counter_service_app_messages_published_total") == 1

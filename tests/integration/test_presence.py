@@ -25,12 +25,15 @@ async def test_changes_are_reported_promptly_and_the_key_expires_within_the_ttl(
         presence.disconnected()
         await eventually(lambda: presence.healthy)
         await eventually_online(redis_client, 2)
-        ttl_ms = await redis_client.pttl(NAMES.presence_worker("w1"))
-        assert 0 < ttl_ms <= 6000  # 3/4 of the TTL: dead workers leave within one TTL
+        count, deadline = (await redis_client.hget(NAMES.presence, "w1") or b"").split(b":")
+        now_s, now_us = await redis_client.time()
+        left_ms = int(deadline) - (now_s * 1000 + now_us // 1000)
+        assert count == b"2"
+        assert 0 < left_ms <= 6000  # 3/4 of the TTL: dead workers leave within one TTL
     finally:
         await presence.stop()
     assert await online(redis_client) == 0
-    assert not await redis_client.exists(NAMES.presence_worker("w1"))
+    assert not await redis_client.hexists(NAMES.presence, "w1")
 
 
 async def test_two_workers_add_up(redis_client: Redis) -> None:

@@ -86,15 +86,15 @@ async def test_an_accepted_message_is_retried_until_redis_takes_it(
         "sender", enabled=True, nopass=True, commands=["+ping"], channels=["*"]
     )
     client = Redis.from_url(redis_server.url, username="sender")
-    publisher = Publisher(client, "svc:messages")
+    publisher = Publisher(client)
     listener = redis_client.pubsub()
     await listener.subscribe("svc:messages")
     await publisher.start()
     try:
-        publisher.send_nowait("kept")  # accepted, then refused by Redis (NOPERM)
+        publisher.send_nowait("svc:messages", "kept")  # accepted, then refused (NOPERM)
         await eventually(lambda: publisher.failing, what="the publish failed")
         with pytest.raises(StoreUnavailable):
-            publisher.send_nowait("refused while failing")
+            publisher.send_nowait("svc:messages", "refused while failing")
         await redis_client.acl_setuser("sender", commands=["+publish"])
         received: list[bytes] = []
         while not received:

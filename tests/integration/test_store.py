@@ -60,7 +60,7 @@ async def test_fifty_concurrent_incrementers_lose_nothing(redis_server: RedisPro
     clients = [Redis.from_url(redis_server.url) for _ in range(50)]
     listener = Redis.from_url(redis_server.url)
     pubsub = listener.pubsub()
-    await pubsub.subscribe(NAMES.counter_events)
+    await pubsub.subscribe(NAMES.counter_channel("clicks"))
     assert (await pubsub.get_message(timeout=5))["type"] == "subscribe"  # type: ignore[index]
     try:
         stores = [CounterStore(client, NAMES) for client in clients]
@@ -84,7 +84,7 @@ async def test_events_carry_redis_time_of_publication(
     store: CounterStore, redis_client: Redis
 ) -> None:
     pubsub = redis_client.pubsub()
-    await pubsub.subscribe(NAMES.counter_events)
+    await pubsub.subscribe(NAMES.counter_channel("clicks"))
     try:
         await pubsub.get_message(timeout=5)
         await store.incr("clicks")
@@ -204,7 +204,7 @@ async def test_presence_drops_a_worker_whose_key_expired(
     await store.report_presence("alive", 2, 10_000)
     await asyncio.sleep(0.1)
     assert (await store.report_presence("alive", 2, 10_000)).value == 2
-    assert await redis_client.smembers(NAMES.presence_workers) == {b"alive"}
+    assert await redis_client.hkeys(NAMES.presence) == [b"alive"]
 
 
 async def test_presence_repairs_its_own_corrupt_keys(
@@ -212,8 +212,7 @@ async def test_presence_repairs_its_own_corrupt_keys(
 ) -> None:
     await redis_client.set(NAMES.value("online"), "abc")
     await redis_client.rpush(NAMES.version("online"), "x")
-    await redis_client.set(NAMES.presence_worker("forged"), "not a number")
-    await redis_client.sadd(NAMES.presence_workers, "forged")
+    await redis_client.hset(NAMES.presence, "forged", "not a count")
     assert (await store.report_presence("a", 3, 10_000)).value == 3
     assert await store.read("online") == CounterEvent("online", 3, 1)
 

@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 from counter_service.backoff import Backoff
 from counter_service.devtools.fleet import RedisProcess
 from counter_service.pubsub.subscriber import Subscriber
-from counter_service.redis.connections import RedisConnections
+from counter_service.redis.connections import ServerConnections
+from counter_service.settings import Settings
 from tests.support import eventually
 
 CHANNELS = ("subtest:a", "subtest:b")
@@ -20,9 +21,9 @@ CHANNELS = ("subtest:a", "subtest:b")
 
 class Harness:
     def __init__(self, url: str, probe_interval: float = 0.1, base: float = 0.05) -> None:
-        self.connections = RedisConnections(url, max_connections=1)
+        self.connections = ServerConnections(Settings(redis_url=url, max_connections=1), "t")
         self.subscriber = Subscriber(
-            self.connections.new_subscriber,
+            self.connections.new_pubsub,
             backoff=Backoff(base=base, cap=max(base, 0.2)),
             probe_interval=probe_interval,
         )
@@ -138,3 +139,25 @@ async def test_stop_closes_the_subscription(harness: Harness, redis_client: Redi
             break
         await asyncio.sleep(0.02)
     assert await redis_client.pubsub_numsub(CHANNELS[0]) == [(CHANNELS[0].encode(), 0)]
+
+
+async def test_channels_added_while_running_are_confirmed_then_delivered(
+    harness: Harness, redis_client: Redis
+) -> None:
+    confirmed: list[str] = []
+    harness.subscriber.on_confirmed(confirmed.append)
+    harness.subscriber.route("subtest:late", lambda data: harness.received.append(("late", data)))
+    await eventually(lambda: confirmed == ["subtest:late"], what="late channel confirmed")
+    await redis_client.publish("subtest:late", "x")
+    await eventually(lambda: harness.received == [("late", b"x")])
+    harness.subscriber.unroute("subtest:late")
+    for _ in range(50):  # until Redis has dropped it
+        if await redis_client.pubsub_numsub("subtest:late") == [(b"subtest:late", 0)]:
+            break
+        await asyncio.sleep(0.02)
+    await redis_client.publish("subtest:late", "y")
+    await redis_client.publish("subtest:a", "z")
+    await eventually(lambda: ("subtest:a", b"z") in harness.received)
+    assert ("late", b"y") not in harness.received
+    assert harness.subscriber.subscribed
+    assert harness.subscribes == [False]  # no reconnect was needed

@@ -343,3 +343,34 @@ async def test_detached_waits_until_the_old_connection_lets_go() -> None:
         await internals.detached("no such session", timeout_s=5)  # nothing to wait for
     finally:
         app_manager._FletAppManager__sessions.pop("page-reattach", None)  # type: ignore[attr-defined]  # test cleanup
+
+
+async def test_the_hub_says_when_a_topic_gets_its_first_and_loses_its_last_subscriber() -> None:
+    heard: list[tuple[str, bool]] = []
+    published = Published()
+    hub = CrossProcessHub(
+        published,
+        asyncio.get_running_loop(),
+        published.closed.append,
+        on_topics=lambda topic, wanted: heard.append((topic, wanted)),
+    )
+
+    async def handler(topic: str, message: Any) -> None:
+        return None
+
+    hub.subscribe_topic("a", "news", handler)
+    hub.subscribe_topic("b", "news", handler)
+    hub.subscribe_topic("a", "sport", handler)
+    hub.unsubscribe_topic("a", "news")
+    assert heard == [("news", True), ("sport", True)]
+    hub.unsubscribe_all("a")
+    hub.unsubscribe_topic("b", "news")
+    await asyncio.to_thread(hub.subscribe_topic, "c", "late", handler)  # from Flet's pool
+    await eventually(lambda: ("late", True) in heard, what="a subscription from a thread")
+    assert heard == [
+        ("news", True),
+        ("sport", True),
+        ("sport", False),
+        ("news", False),
+        ("late", True),
+    ]
