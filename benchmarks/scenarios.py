@@ -547,7 +547,15 @@ SCENARIOS: dict[str, Scenario] = {
     "flood": lambda fleet, cfg: flood_scenario(fleet, cfg.abuse),
     "memory": lambda fleet, cfg: memory_scenario(fleet, cfg.abuse),
 }
-SCENARIO_ENV = {"memory": {"FLET_SESSION_TIMEOUT": "5"}}
+# lost and throughput send clicks back to back from each session to measure atomicity
+# and capacity; the per-session rate limit (20/s, bursts of 40) would refuse most of
+# them, so those two run with it out of the way (flood measures the limit itself).
+UNLIMITED = {"COUNTER_EVENTS_PER_S": "10000", "COUNTER_EVENT_BURST": "100000"}
+SCENARIO_ENV = {
+    "memory": {"FLET_SESSION_TIMEOUT": "5"},
+    "lost": UNLIMITED,
+    "throughput": UNLIMITED,
+}
 SCENARIO_CAP_S = {"flood": 300.0, "memory": 900.0}
 """Scenarios that need longer than `Config.variant_cap_s` per variant."""
 """Server environment a scenario needs (departed sessions must expire within it)."""
