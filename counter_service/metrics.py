@@ -64,7 +64,7 @@ INCREMENT_OUTCOMES = (
     "error",
 )  # fmt: skip
 RELAY_OUTCOMES = ("applied", "duplicate", "suspect", "invalid", "unwatched")
-REFUSAL_REASONS = ("bad frame", "never registered", "not reading")
+REFUSAL_REASONS = ("bad frame", "never registered", "not reading", "flooding")
 
 
 def increment_outcome(error: BaseException | None) -> str:

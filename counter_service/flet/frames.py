@@ -89,6 +89,16 @@ def check_frame(message: Mapping[str, Any], registered: bool, max_bytes: int) ->
     return _check_message(_decode(data[1:]), registered)
 
 
+_EVENT_PREFIX = bytes([PROTOCOL_FRAME, 0x92, EVENT])  # [3, ...] as msgpack
+
+
+def looks_like_event(message: Mapping[str, Any]) -> bool:
+    """True if the frame starts like a control event, without decoding it (so a
+    throttled flood costs a byte comparison; a fake passes later checks or fails them)."""
+    data = message.get("bytes")
+    return data is not None and data[:3] == _EVENT_PREFIX
+
+
 def _decode(payload: bytes) -> Any:
     try:
         return msgpack.unpackb(payload, ext_hook=decode_ext_from_msgpack)

@@ -28,12 +28,12 @@ from typing import Any, Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from counter_service.flet.frames import (
-    EVENT,
     REGISTER,
     BadFrame,
     Frame,
     FrameTooLarge,
     check_frame,
+    looks_like_event,
 )
 from counter_service.logs import SummarizedWarnings
 
@@ -47,6 +47,10 @@ POLICY_VIOLATION = 1008
 UNSUPPORTED_DATA = 1003
 MESSAGE_TOO_BIG = 1009
 _CLOSE_SEND_S = 1.0
+# A client whose events are refused this many times its rate within a second (and at
+# least FLOOD_MIN) is a machine flooding the worker: it is disconnected.
+FLOOD_FACTOR = 10
+FLOOD_MIN = 100
 # How long a disconnect waits for the session's main() to finish (WebsocketLife.settled).
 _MAIN_SETTLE_S = 2.0
 
@@ -201,6 +205,9 @@ class _Connection:
         self._loop = asyncio.get_running_loop()
         self._sender: asyncio.Task[Any] | None = None
         self._sending_since: float | None = None
+        self._flood_window = -1.0
+        self._flood_count = 0
+        self._flood_limit = max(FLOOD_MIN, int(FLOOD_FACTOR * self._limits.events_per_s))
 
     async def receive(self) -> Message:
         while True:
@@ -222,17 +229,29 @@ class _Connection:
 
     def _admit(self, message: Message) -> Frame | None:
         """The frame to hand to Flet; None to drop it (refused or throttled)."""
+        if self.registered and looks_like_event(message) and not self._bucket.take():
+            self._throttle()  # before decoding: a flood must cost as little as possible
+            return None
         try:
-            frame = check_frame(message, self.registered, self._limits.max_frame_bytes)
+            return check_frame(message, self.registered, self._limits.max_frame_bytes)
         except BadFrame as exc:
             code = MESSAGE_TOO_BIG if isinstance(exc, FrameTooLarge) else UNSUPPORTED_DATA
             self.refuse("bad frame", f"sent {exc}", code)
             return None
-        if frame.action == EVENT and not self._bucket.take():
-            self._guard.stats.throttled_events += 1
-            self.life.throttled()
-            return None
-        return frame
+
+    def _throttle(self) -> None:
+        """Refuse one event; a client refused far more than a person could send is a
+        flood, and is disconnected so that it stops costing anything."""
+        self._guard.stats.throttled_events += 1
+        self.life.throttled()
+        now = self._loop.time()
+        if now - self._flood_window >= 1.0:
+            self._flood_window, self._flood_count = now, 0
+        self._flood_count += 1
+        if self._flood_count > self._flood_limit:
+            self.refuse(
+                "flooding", f"sent over {self._flood_limit} events a second", POLICY_VIOLATION
+            )
 
     async def _register(self, frame: Frame) -> None:
         if frame.session_id is not None and self._guard.before_reattach is not None:

@@ -291,3 +291,23 @@ async def test_handler_errors_while_the_client_is_there_are_raised() -> None:
 
     with pytest.raises(RuntimeError, match="a bug"):
         await run(Client(REGISTER, stays=True), app, Counter())
+
+
+async def test_a_flood_far_over_the_rate_is_disconnected() -> None:
+    counter = Counter()
+    app = FletLike(hang_after_disconnect=False)
+    client = Client(REGISTER, *[EVENT] * 500, stays=True)
+    guard = await run(client, app, counter, Limits(events_per_s=5, event_burst=10, grace_s=0.05))
+    assert guard.stats.rejected == {"flooding": 1}
+    assert client.close_codes == [1008]
+    assert len(app.received) == 1 + 10  # the register and the burst; nothing after
+    assert guard.stats.throttled_events == 101  # the flood limit (at least 100), then out
+    assert counter.events == ["+", "-"]
+
+
+def test_events_are_recognised_without_decoding() -> None:
+    from counter_service.flet.frames import looks_like_event
+
+    assert looks_like_event({"bytes": EVENT})
+    assert not looks_like_event({"bytes": REGISTER})
+    assert not looks_like_event({"text": "x"})
