@@ -3,6 +3,7 @@ on free loopback ports, always stopped by the PID they were started with."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -31,6 +32,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports: all are held while they are picked, so the
+    kernel cannot hand out one of them twice, as separate `free_port()` calls may."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 class _Process:
@@ -105,21 +116,32 @@ class RedisProcess(_Process):
     """A throw-away `redis-server` with no persistence, on its own port."""
 
     def __init__(
-        self, log_dir: Path, port: int | None = None, binary: str = "redis-server"
+        self,
+        log_dir: Path,
+        port: int | None = None,
+        binary: str = "redis-server",
+        args: Sequence[str] = (),
     ) -> None:
         super().__init__(log_dir)
         self.port = port or free_port()
         self.binary = shutil.which(binary) or binary
         self.name = f"redis-{self.port}"
+        self.args = list(args)
+        """More `redis-server` arguments, after the defaults (a repeated option wins)."""
 
     @property
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
 
     def start(self) -> Self:
-        """Start on `self.port` (the same port again after a stop) and wait for PONG."""
-        argv = [
-            self.binary,
+        """Start on `self.port` (the same port again after a stop) and wait until `ready()`."""
+        self._spawn([self.binary, *self.server_args()])
+        self._wait_until(self.ready, "answering PING")
+        return self
+
+    def server_args(self) -> list[str]:
+        """The `redis-server` command line after the binary; subclasses may listen otherwise."""
+        return [
             "--port",
             str(self.port),
             "--bind",
@@ -132,15 +154,17 @@ class RedisProcess(_Process):
             str(self.log_dir),
             "--protected-mode",
             "no",
+            *self.args,
         ]
-        self._spawn(argv)
-        self._wait_until(self._pong, "answering PING")
-        return self
 
     def restart(self) -> None:
         """Stop and start on the same port: every key and connection is gone."""
         self.stop()
         self.start()
+
+    def ready(self) -> bool:
+        """True once the server answers PING on `self.port`."""
+        return self._pong()
 
     def _pong(self) -> bool:
         try:
