@@ -177,33 +177,50 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 async def memory_scenario(fleet: VariantFleet, cfg: AbuseConfig) -> list[Row]:
-    """RSS of one worker per live session, per departed session before it expired, and
-    what is left once it expired, at each size."""
+    """RSS of one worker per live session, per departed session before it expired, what
+    the allocator keeps once it expired, and what a second round of as many sessions
+    adds on top: what departed sessions truly leave behind."""
     rows: list[Row] = []
     for size in cfg.memory_sizes:
         rows.append(await _memory_at(fleet, cfg, size))
     return rows
 
 
-async def _memory_at(fleet: VariantFleet, cfg: AbuseConfig, size: int) -> Row:
+@dataclass
+class _Round:
+    opened: int
+    live: int
+    departed: int
+    expired: int
+
+
+async def _round(fleet: VariantFleet, cfg: AbuseConfig, size: int) -> _Round:
+    """Open `size` sessions, let them leave and expire; RSS at each step."""
     pid = fleet.server_pids[0]
-    await asyncio.sleep(cfg.settle_s)
-    base = procstat.rss_bytes(pid)
     clients = await open_on_first(fleet, size, cfg.open_budget_s)
-    opened = len(clients)
     await asyncio.sleep(cfg.settle_s)
     live = procstat.rss_bytes(pid)
     await close_all(clients, timeout=120.0)
     await asyncio.sleep(cfg.settle_s)
     departed = procstat.rss_bytes(pid)
     await asyncio.sleep(cfg.expiry_wait_s)
-    expired = procstat.rss_bytes(pid)
+    return _Round(len(clients), live, departed, procstat.rss_bytes(pid))
+
+
+async def _memory_at(fleet: VariantFleet, cfg: AbuseConfig, size: int) -> Row:
+    await asyncio.sleep(cfg.settle_s)
+    base = procstat.rss_bytes(fleet.server_pids[0])
+    first = await _round(fleet, cfg, size)
+    second = await _round(fleet, cfg, size)
     return {
-        "sessions": opened,
+        "sessions": first.opened,
         "rss_base_mb": round(base / MB, 1),
-        "live_kb_per_session": _per_session_kb(live - base, opened),
-        "departed_kb_per_session": _per_session_kb(departed - base, opened),
-        "expired_kb_per_session": _per_session_kb(expired - base, opened),
+        "live_kb_per_session": _per_session_kb(first.live - base, first.opened),
+        "departed_kb_per_session": _per_session_kb(first.departed - base, first.opened),
+        "kept_kb_per_session": _per_session_kb(first.expired - base, first.opened),
+        "second_round_kb_per_session": _per_session_kb(
+            second.expired - first.expired, second.opened
+        ),
     }
 
 

@@ -63,7 +63,8 @@ COLUMNS: dict[str, list[Column]] = {
         ("RSS base MB", "rss_base_mb"),
         ("KB per live session", "live_kb_per_session"),
         ("KB per departed session", "departed_kb_per_session"),
-        ("KB per expired session", "expired_kb_per_session"),
+        ("KB the allocator keeps per expired session", "kept_kb_per_session"),
+        ("KB a second round adds per session", "second_round_kb_per_session"),
         ("note", "note"),
     ],
     "lost": [

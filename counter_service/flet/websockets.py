@@ -199,7 +199,7 @@ class _Connection:
         self.close_code: int | None = None
         """Set when the guard refused the client: the close to send it."""
         self.close_sent = False
-        self.gone = asyncio.Event()
+        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._bucket = TokenBucket(self._limits.events_per_s, self._limits.event_burst)
         self._register_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -277,24 +277,20 @@ class _Connection:
             timeout = self._limits.register_timeout_s
             self._register_timer = asyncio.get_running_loop().call_later(timeout, self._overdue)
 
-    async def watch_sends(self) -> None:
-        """Forever: drop the client if a send to it has not returned for
-        `send_timeout_s` (it stopped reading and its buffers are full)."""
-        timeout = self._limits.send_timeout_s
-        while True:
-            await asyncio.sleep(timeout / 4)
-            since = self._sending_since
-            if since is not None and self._loop.time() - since > timeout:
-                self.refuse("not reading", "stopped reading", POLICY_VIOLATION)
-                if self._sender is not None:
-                    self._sender.cancel()
-                return
+    def check_send(self, now: float) -> None:
+        """Drop the client if a send to it has not returned for `send_timeout_s` (it
+        stopped reading and its buffers are full)."""
+        since = self._sending_since
+        if since is not None and now - since > self._limits.send_timeout_s:
+            self.refuse("not reading", "stopped reading", POLICY_VIOLATION)
+            if self._sender is not None:
+                self._sender.cancel()
 
     def _registered(self) -> None:
         self.registered = True
         if self._register_timer is not None:
             self._register_timer.cancel()
-        if not self.gone.is_set():
+        if not self.gone.done():
             self._guard.counter.connected()
 
     def _overdue(self) -> None:
@@ -316,8 +312,8 @@ class _Connection:
     def leave(self) -> None:
         if self._register_timer is not None:
             self._register_timer.cancel()
-        if not self.gone.is_set():
-            self.gone.set()
+        if not self.gone.done():
+            self.gone.set_result(None)
             self.life.gone = True
             if self.registered:
                 self._guard.counter.disconnected()
@@ -348,6 +344,8 @@ class WebsocketGuard:
         self.before_reattach = before_reattach
         """Awaited before a register message that asks for an existing session goes on."""
         self.stats = WebsocketStats()
+        self._connections: set[_Connection] = set()
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -364,12 +362,26 @@ class WebsocketGuard:
             await connection.send_close()
             await life.close()
 
+    def _watch(self, connection: _Connection) -> None:
+        self._connections.add(connection)
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.ensure_future(self._watch_sends())
+
+    async def _watch_sends(self) -> None:
+        """One watchdog for every connection (not a task each: memory per session);
+        it ends with the last connection and starts again with the next."""
+        loop = asyncio.get_running_loop()
+        while self._connections:
+            await asyncio.sleep(self.limits.send_timeout_s / 4)
+            now = loop.time()
+            for connection in tuple(self._connections):
+                connection.check_send(now)
+
     async def _run(self, scope: Scope, connection: _Connection) -> None:
         app = asyncio.ensure_future(self.app(scope, connection.receive, connection.send))
-        gone = asyncio.ensure_future(connection.gone.wait())
-        watchdog = asyncio.ensure_future(connection.watch_sends())
+        self._watch(connection)
         try:
-            await asyncio.wait({app, gone}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({app, connection.gone}, return_when=asyncio.FIRST_COMPLETED)
             # A client that never registered has no session to clean up: stop at once.
             grace = self.limits.grace_s if connection.registered else 0.0
             if not app.done() and grace:
@@ -385,9 +397,9 @@ class WebsocketGuard:
             await asyncio.wait({app})
             _raise_unless_client_gone(app, connection)
         finally:
-            for task in (app, gone, watchdog):
-                task.cancel()
-            await asyncio.gather(app, gone, watchdog, return_exceptions=True)
+            self._connections.discard(connection)
+            app.cancel()
+            await asyncio.gather(app, return_exceptions=True)
 
 
 def _raise_unless_client_gone(app: asyncio.Future[Any], connection: _Connection) -> None:
@@ -396,7 +408,7 @@ def _raise_unless_client_gone(app: asyncio.Future[Any], connection: _Connection)
     error = app.exception()
     if error is None:
         return
-    if connection.gone.is_set():
+    if connection.gone.done():
         # The handler failed sending to a socket the client had closed: expected noise.
         logger.debug("websocket handler failed after the client left", exc_info=error)
         return
