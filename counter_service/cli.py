@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import logging
 import socket
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 
 from counter_service.devtools import loadtest, stack
 from counter_service.errors import SettingsError
+from counter_service.redis.probe import RedisConfigError, check_redis
 from counter_service.settings import SOURCES, Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -116,6 +118,11 @@ def serve(args: argparse.Namespace) -> None:
 
     settings = settings_from(args)
     sock = bind(args.host, args.port)  # before anything starts: a bad address costs nothing
+    try:
+        asyncio.run(check_redis(settings))
+    except RedisConfigError as exc:
+        sock.close()
+        raise UsageError(str(exc)) from None
     config = uvicorn.Config(
         create_app(settings),
         log_level=args.log_level,

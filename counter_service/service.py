@@ -73,6 +73,7 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
             self.names,
             wait_replicas=settings.wait_replicas,
             wait_timeout_ms=settings.wait_timeout_ms,
+            cluster_concurrency=settings.max_connections,
         )
         self._increments = IncrementBatcher(
             self._store, max_pending=settings.max_pending_increments
@@ -106,6 +107,7 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
             "counter-flusher", lambda: run_flusher(self._coalescer, self._deliver, settings.tick_s)
         )
         self.invalid_messages = 0
+        self.ping_error: BaseException | None = None
         self.metrics.watch(self)
 
     def _new_subscriber(self) -> Subscriber:
@@ -310,12 +312,21 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
         ]
 
     async def ping(self) -> bool:
-        """True if Redis answers a PING within `PING_TIMEOUT_S`."""
+        """True if Redis answers a PING within `PING_TIMEOUT_S` (else `ping_error` says
+        why)."""
         try:
             async with asyncio.timeout(PING_TIMEOUT_S):
-                return bool(await self._connections.commands.ping())
-        except (TimeoutError, OSError, RedisError):
+                answered = bool(await self._connections.commands.ping())
+        except (TimeoutError, OSError, RedisError) as exc:
+            self.ping_error = exc
             return False
+        self.ping_error = None
+        return answered
+
+    def errors(self) -> list[BaseException]:
+        """The latest failures of the PING and the subscription, if any."""
+        found = [self.ping_error, self.subscriber.last_error]
+        return [error for error in found if error is not None]
 
     @property
     def ready(self) -> bool:

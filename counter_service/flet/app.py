@@ -25,6 +25,7 @@ from counter_service.flet.internals import (
 from counter_service.flet.websockets import Limits, WebsocketGuard
 from counter_service.loop_lag import LoopLag
 from counter_service.metrics import CONTENT_TYPE
+from counter_service.redis.probe import diagnose
 from counter_service.service import CounterService
 from counter_service.settings import Settings
 
@@ -128,7 +129,7 @@ async def readiness(service: CounterService, lag: LoopLag) -> dict[str, Any]:
     down = [task.name for task in service.tasks if not task.up]
     lagging = lag.lagging_for(asyncio.get_running_loop().time()) >= LAGGING_FOR_S
     subscribed = service.subscriber.subscribed
-    return {
+    body: dict[str, Any] = {
         "ready": reachable and subscribed and not down and not lagging,
         "redis_reachable": reachable,
         "relay_subscribed": subscribed,
@@ -136,6 +137,10 @@ async def readiness(service: CounterService, lag: LoopLag) -> dict[str, Any]:
         "event_loop_lagging": lagging,
         "worker": service.worker_id,
     }
+    problems = sorted({p for e in service.errors() if (p := diagnose(e)) is not None})
+    if problems:
+        body["redis_configuration"] = problems  # retrying will not fix these
+    return body
 
 
 def add_metrics_routes(

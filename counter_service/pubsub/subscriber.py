@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from counter_service.backoff import Backoff
 from counter_service.errors import StoreError
@@ -45,7 +45,7 @@ class SubscriptionLost(ConnectionError):
 
 # What a lost or refused connection raises; anything else is a bug, and is left to
 # the BackgroundTask to log with its traceback and restart.
-_CONNECTION_TROUBLE = (RedisError, OSError, StoreError)
+_CONNECTION_TROUBLE = (RedisError, RedisClusterException, OSError, StoreError)
 
 
 class PubSubConnection(Protocol):
@@ -99,6 +99,8 @@ class Subscriber:
         self._deaf_after = deaf_after
         self._live: _Live | None = None
         self._subscribed = False
+        self.last_error: BaseException | None = None
+        """Why the last connection attempt failed, until one succeeds."""
         self.task = BackgroundTask("pubsub-subscriber", self._run)
         self.stats = SubscriberStats()
 
@@ -152,6 +154,7 @@ class Subscriber:
             try:
                 await self._connect_and_listen()
             except _CONNECTION_TROUBLE as exc:
+                self.last_error = exc
                 self.stats.failures += 1
                 delay = self._backoff.next_delay()
                 logger.warning(
@@ -175,6 +178,7 @@ class Subscriber:
         for callback in self._callbacks:
             await callback(resubscribed)
         self.stats.subscribes += 1
+        self.last_error = None
         self._set_subscribed(True)
         if self._backoff.failures:
             logger.info(

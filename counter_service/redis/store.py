@@ -13,7 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from counter_service.errors import (
@@ -45,10 +45,14 @@ class CounterStore:
         names: Names,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 100,
+        cluster_concurrency: int = 2,
     ) -> None:
         self._client = client
         self._names = names
         self._cluster = isinstance(client, RedisCluster)
+        # redis-py's cluster nodes refuse a connection past their pool size instead of
+        # waiting for one, so concurrent calls are bounded here.
+        self._cluster_slots = asyncio.Semaphore(cluster_concurrency)
         self._wait = (wait_replicas, wait_timeout_ms) if wait_replicas else None
         self._increment = client.register_script(INCREMENT)
         self._read = client.register_script(READ)
@@ -121,7 +125,7 @@ class CounterStore:
             return []
         with translated_errors():
             if self._cluster:
-                jobs = (script(keys=keys, args=args) for keys, args in calls)
+                jobs = (self._on_cluster(script, keys, args) for keys, args in calls)
                 return list(await asyncio.gather(*jobs, return_exceptions=True))
             async with self._client.pipeline(transaction=False) as pipe:
                 for keys, args in calls:
@@ -130,6 +134,10 @@ class CounterStore:
                     pipe.execute_command("WAIT", *wait)
                 replies = list(await pipe.execute(raise_on_error=False))
         return replies if wait is None else _waited(replies, wait[0])
+
+    async def _on_cluster(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        async with self._cluster_slots:
+            return await script(keys=keys, args=args)
 
 
 def _waited(replies: list[Any], wanted: int) -> list[Any]:
@@ -170,15 +178,23 @@ def translated_errors() -> Iterator[None]:
 
 
 def _result(name: str, reply: Any) -> CounterEvent | Exception:
+    if not isinstance(reply, Exception):
+        return _event(name, reply)
     if isinstance(reply, NotReplicated):
         return reply
+    error = _translate(name, reply)
+    error.__cause__ = reply  # what Redis said, for probe.diagnose
+    return error
+
+
+def _translate(name: str, reply: Exception) -> Exception:
+    if isinstance(reply, NoPermissionError):
+        return StoreError(f"Redis refused counter {name!r}: NOPERM {reply}")
     if isinstance(reply, ResponseError):
         return _refusal(name, str(reply))
     if isinstance(reply, (RedisConnectionError, RedisTimeoutError)):
         return StoreUnavailable(f"Redis is unreachable: {reply}")
-    if isinstance(reply, RedisError):
-        return StoreError(f"Redis refused counter {name!r}: {reply}")
-    return _event(name, reply)
+    return StoreError(f"Redis refused counter {name!r}: {reply}")
 
 
 def _refusal(name: str, message: str) -> Exception:
