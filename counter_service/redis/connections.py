@@ -7,18 +7,18 @@ pool (per node on a cluster) and pub/sub is one connection (one per shard on a c
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Protocol
 
 import fakeredis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from counter_service.pubsub.subscriber import PubSubConnection
+from counter_service.redis.shards import ShardPubSub
 from counter_service.redis.urls import RedisTarget, parse_redis_url
 from counter_service.settings import Settings
 
@@ -111,43 +111,6 @@ class ServerPubSub:
         await self._client.aclose()
 
 
-_SHARDED_TYPES = {"smessage": "message", "ssubscribe": "subscribe", "sunsubscribe": "unsubscribe"}
-
-
-class ShardPubSub:
-    """Sharded pub/sub over a cluster: one connection per shard that owns a channel."""
-
-    def __init__(self, cluster: RedisCluster) -> None:
-        self._cluster = cluster
-        self._pubsub: ClusterPubSub = cluster.pubsub()
-        self._channels = 0
-
-    async def subscribe(self, channels: list[str]) -> None:
-        await self._pubsub.ssubscribe(*channels)
-        self._channels += len(channels)
-
-    async def unsubscribe(self, channels: list[str]) -> None:
-        await self._pubsub.sunsubscribe(*channels)
-        self._channels -= len(channels)
-
-    async def get_message(self, timeout: float) -> dict[str, Any] | None:
-        if self._channels <= 0:
-            await asyncio.sleep(timeout)  # no shard connection yet: nothing to read
-            return None
-        message = await self._pubsub.get_sharded_message(timeout=timeout)
-        if message is not None:
-            message["type"] = _SHARDED_TYPES.get(message["type"], message["type"])
-        return message
-
-    async def ping(self) -> None:
-        for pubsub in list(self._pubsub.node_pubsub_mapping.values()):
-            await pubsub.ping()
-
-    async def aclose(self) -> None:
-        await self._pubsub.aclose()
-        await self._cluster.aclose()
-
-
 class ServerConnections:
     """Clients for one real Redis server, from a `redis://`, `rediss://` or `unix://` URL."""
 
@@ -234,26 +197,35 @@ class ClusterConnections:
         self._settings = settings
         self._target = target
         self._name = name
-        self._commands = self._cluster(_command_options(name), settings.max_connections)
+        # Besides the store's calls (bounded by max_connections), presence, the publisher
+        # and readiness PINGs each use a node's pool: headroom, since it cannot wait.
+        self._commands = self._cluster(_command_options(name), settings.max_connections + 3)
 
     def _cluster(self, options: dict[str, Any], max_connections: int) -> RedisCluster:
-        tls = {"ssl": True, **tls_options(self._settings)} if self._target.tls else {}
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in self._target.hosts],
-            username=self._target.username,
-            password=self._target.password,
             max_connections=max_connections,
-            **{**options, **tls, **self._target.options},
+            **self._options(options),
         )
+
+    def _options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Credentials, TLS and the URL's options added to `options`."""
+        tls = {"ssl": True, **tls_options(self._settings)} if self._target.tls else {}
+        credentials = {"username": self._target.username, "password": self._target.password}
+        return {**options, **credentials, **tls, **self._target.options}
 
     @property
     def commands(self) -> RedisCluster:
         return self._commands
 
     def new_pubsub(self) -> PubSubConnection:
-        options = _subscriber_options(self._name)
-        options.pop("retry")  # the cluster client handles its own redirections
-        return ShardPubSub(self._cluster(options, 4))
+        options = self._options(_subscriber_options(self._name))
+
+        def connect(host: str, port: int) -> Redis:
+            return Redis(host=host, port=port, **options)
+
+        slot_map = {**_command_options(self._name), "client_name": f"{self._name}:slots"}
+        return ShardPubSub(self._cluster(slot_map, 1), connect)
 
     async def aclose(self) -> None:
         await self._commands.aclose()

@@ -1,5 +1,6 @@
 import asyncio
 import time
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -12,6 +13,7 @@ from counter_service.errors import (
     CorruptCounter,
     CounterOverflow,
     InvalidCounterName,
+    NotReplicated,
     StoreUnavailable,
 )
 from counter_service.events import CounterEvent, parse_event
@@ -225,3 +227,34 @@ async def _drain(pubsub: PubSub, count: int) -> list[CounterEvent]:
         if message["type"] == "message":
             events.append(parse_event(message["data"]))
     return events
+
+
+async def test_wait_acknowledges_only_what_a_replica_has(tmp_path: Path) -> None:
+    # A master otherwise waits 5 s for more replicas before it starts a sync.
+    master = RedisProcess(tmp_path, args=["--repl-diskless-sync-delay", "0"]).start()
+    replica = RedisProcess(tmp_path, args=["--replicaof", "127.0.0.1", str(master.port)]).start()
+    client = Redis.from_url(master.url)
+    try:
+        replicas: dict[str, object] = {}
+
+        async def online() -> bool:
+            replicas.update(await client.info("replication"))
+            return "online" in str(replicas.get("slave0"))
+
+        for _ in range(400):  # until the master counts the replica as in sync
+            if await online():
+                break
+            await asyncio.sleep(0.05)
+        assert await online(), replicas
+        # A deadline for correctness on a loaded machine, not a speed claim.
+        patient = CounterStore(client, NAMES, wait_replicas=1, wait_timeout_ms=10_000)
+        assert (await patient.incr("clicks")).value == 1
+        replica.stop()
+        store = CounterStore(client, NAMES, wait_replicas=1, wait_timeout_ms=200)
+        with pytest.raises(NotReplicated, match="0 of 1 replicas"):
+            await store.incr("clicks")
+        assert await client.get(NAMES.value("clicks")) == b"2"  # it counted on the master
+    finally:
+        await client.aclose()
+        replica.stop()
+        master.stop()

@@ -1,8 +1,9 @@
-"""A Flet app that drives `page.pubsub` from a test: every hub method, over two workers.
+"""A Flet app that drives `page.pubsub` and counters from a test, over two workers.
 
 The button `cmd` runs the command in its click event's data (JSON); each session shows
 what it received in the Text `log` (a JSON list), the last refusal in `error`, and how
-many commands it has run in `done` (so a test knows a subscription is in place).
+many commands it has run in `done` (so a test knows a subscription is in place). Each
+counter of `COUNTERS` shows live in a Text keyed by its name; `incr` adds to one.
 Run with: uvicorn tests.e2e.apps.pubsub_app:app (REDIS_URL set).
 """
 
@@ -14,6 +15,8 @@ from typing import Any
 import flet as ft
 
 import counter_service
+
+COUNTERS = tuple(f"c{i}" for i in range(8))
 
 
 async def main(page: ft.Page) -> None:
@@ -50,12 +53,15 @@ async def main(page: ft.Page) -> None:
         "unsubscribe": lambda c: pubsub.unsubscribe(),
         "unsubscribe_topic": lambda c: pubsub.unsubscribe_topic(c["topic"]),
         "unsubscribe_all": lambda c: pubsub.unsubscribe_all(),
+        "incr": lambda c: counters.incr(c["name"]),
     }
 
     async def run(event: ft.Event[ft.Button]) -> None:
         command = json.loads(str(event.data))
         try:
-            commands[command["op"]](command)
+            result = commands[command["op"]](command)
+            if hasattr(result, "__await__"):
+                await result
         except Exception as exc:
             error.value = f"{type(exc).__name__}: {exc}"
             error.update()
@@ -64,7 +70,11 @@ async def main(page: ft.Page) -> None:
 
     pubsub.subscribe(on_all)
     counter_service.on_missed_messages(page, on_missed)
+    counters = counter_service.counters(page)
+    numbers = {name: ft.Text(key=name) for name in COUNTERS}
+    counters.show(numbers)
     page.add(
+        *numbers.values(),
         ft.Text(key="session", value=page.session.id),
         ft.Button(key="cmd", content="cmd", on_click=run),
         log,
