@@ -106,6 +106,24 @@ COLUMNS: dict[str, list[Column]] = {
         ("p50 ms", "p50_ms"),
         ("note", "note"),
     ],
+    "shards": [
+        ("increments/s", "requests_per_s"),
+        ("p50 ms", "p50_ms"),
+        ("redis-server CPU %", "redis_cpu_pct"),
+        ("busiest shard CPU %", "busiest_shard_cpu_pct"),
+        ("redis-benchmark CPU %", "client_cpu_pct"),
+        ("counted / sent", "counted_text"),
+        ("note", "note"),
+    ],
+    "wait": [
+        ("acknowledged", "acknowledged"),
+        ("callers", "callers"),
+        ("increments/s", "increments_per_s"),
+        ("p50 ms", "p50_ms"),
+        ("p99 ms", "p99_ms"),
+        ("not replicated in time", "not_replicated"),
+        ("note", "note"),
+    ],
 }
 
 
@@ -124,6 +142,8 @@ def derived(row: dict[str, Any]) -> dict[str, Any]:
         pairs = zip(row["converged"], row["clients_per_server"], strict=True)
         extra["converged_text"] = " + ".join(f"{c}/{n}" for c, n in pairs)
         extra["decreases_text"] = f"{row['decreases']} ({row['clients_with_decrease']})"
+    if "counted" in row:
+        extra["counted_text"] = f"{row['counted']}/{row['requests']}"
     if "all_show_final_after_s" in row and row["all_show_final_after_s"] is None:
         extra["all_show_final_after_s"] = "never"
     if row.get("top_exception") and not row.get("note"):
@@ -143,9 +163,11 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def table(scenario: str, results: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    """A Markdown table: one line per (variant label, row)."""
-    columns = [("variant", "variant"), *COLUMNS[scenario]]
+def table(
+    scenario: str, results: Sequence[tuple[str, dict[str, Any]]], first: str = "variant"
+) -> str:
+    """A Markdown table: one line per (label, row); `first` heads the labels' column."""
+    columns = [(first, "variant"), *COLUMNS[scenario]]
     rows = [{"variant": label, **row, **derived(row)} for label, row in results]
     used = [c for c in columns if c[1] != "note" or any(r.get("note") for r in rows)]
     lines = [

@@ -24,6 +24,7 @@ from types import FrameType
 from typing import Any
 
 from benchmarks import report
+from benchmarks.redis_topologies import STANDALONE
 from benchmarks.scenarios import (
     SCENARIO_CAP_S,
     SCENARIO_ENV,
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--scenario",
         default="all",
-        help=f"comma-separated, from {', '.join(SCENARIOS)} (default: all)",
+        help=f"comma-separated, from {', '.join(ALL_SCENARIOS)} (default: all)",
     )
     parser.add_argument(
         "--variants",
@@ -56,14 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+ALL_SCENARIOS = (*SCENARIOS, *STANDALONE)
+
+
 def parse_scenarios(text: str) -> list[str]:
     if text == "all":
-        return list(SCENARIOS)
+        return list(ALL_SCENARIOS)
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SCENARIOS]
+    unknown = [n for n in names if n not in ALL_SCENARIOS]
     if unknown or not names:
         raise ValueError(
-            f"unknown scenarios {unknown or text!r}; choose from {', '.join(SCENARIOS)}"
+            f"unknown scenarios {unknown or text!r}; choose from {', '.join(ALL_SCENARIOS)}"
         )
     return names
 
@@ -114,6 +118,9 @@ async def run(
     }
     print(f"machine: {base['machine']}", flush=True)
     for scenario in scenarios:
+        if scenario in STANDALONE:
+            await run_standalone(scenario, cfg, out, base)
+            continue
         started = time.monotonic()
         results: list[tuple[str, dict[str, Any]]] = []
         record: dict[str, Any] = {**base, "scenario": scenario, "variants": {}}
@@ -135,6 +142,21 @@ async def run(
         record["seconds"] = round(time.monotonic() - started, 1)
         report.append_json(out, record)
         print()
+
+
+async def run_standalone(scenario: str, cfg: Config, out: Path, base: dict[str, Any]) -> None:
+    """A scenario of Redis alone: its own servers, no variants; one row per topology."""
+    print(f"[{scenario}] ...", end=" ", flush=True)
+    started = time.monotonic()
+    rows = await asyncio.to_thread(STANDALONE[scenario], cfg.topologies)
+    seconds = time.monotonic() - started
+    print(f"{seconds:.0f}s\n\n## {scenario} ({seconds:.0f}s)\n")
+    labelled = [(row.get("topology", "?"), row) for row in rows]
+    print(report.table(scenario, labelled, first="topology"), flush=True)
+    report.append_json(
+        out, {**base, "scenario": scenario, "rows": rows, "seconds": round(seconds, 1)}
+    )
+    print()
 
 
 def _raise_on_sigterm(_signum: int, _frame: FrameType | None) -> None:

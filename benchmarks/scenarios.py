@@ -20,6 +20,7 @@ from typing import Any
 from benchmarks import procstat
 from benchmarks.abuse import AbuseConfig, flood_scenario, memory_scenario
 from benchmarks.clients import Client
+from benchmarks.redis_topologies import TopologyConfig
 from benchmarks.stats import (
     Broadcast,
     Shown,
@@ -71,9 +72,11 @@ class Config:
     measure_cap_s: float = 20.0
     """Time allowed for the clicks of one size in fanout and scaling."""
     variant_cap_s: float = 240.0
+    """Wall-clock cap of one variant in one scenario."""
     abuse: AbuseConfig = field(default_factory=AbuseConfig)
     """Sizes of the flood and memory scenarios."""
-    """Wall-clock cap of one variant in one scenario."""
+    topologies: TopologyConfig = field(default_factory=TopologyConfig)
+    """Sizes of the shards and wait scenarios (Redis alone, no variants)."""
 
     @classmethod
     def quick(cls) -> Config:
@@ -87,6 +90,7 @@ class Config:
             open_budget_s=20.0,
             variant_cap_s=60.0,
             abuse=AbuseConfig.quick(),
+            topologies=TopologyConfig.quick(),
         )
 
 
@@ -552,13 +556,13 @@ SCENARIOS: dict[str, Scenario] = {
 # them, so those two run with it out of the way (flood measures the limit itself).
 UNLIMITED = {"COUNTER_EVENTS_PER_S": "10000", "COUNTER_EVENT_BURST": "100000"}
 SCENARIO_ENV = {
-    "memory": {"FLET_SESSION_TIMEOUT": "5"},
+    "memory": {"FLET_SESSION_TIMEOUT": "5"},  # departed sessions must expire within it
     "lost": UNLIMITED,
     "throughput": UNLIMITED,
 }
+"""Server environment a scenario needs."""
 SCENARIO_CAP_S = {"flood": 300.0, "memory": 900.0}
 """Scenarios that need longer than `Config.variant_cap_s` per variant."""
-"""Server environment a scenario needs (departed sessions must expire within it)."""
 LIFE = ("flood", "memory")
 """Scenarios of a worker's own life: this project now, and before the library change."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import aiohttp
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from benchmarks import procstat, reference
 from benchmarks.apps import pubsub as pubsub_app
@@ -23,12 +23,15 @@ from benchmarks.baselines import socketio as sio_baseline
 from benchmarks.clients import Client, FletClient, SocketIOClient
 from benchmarks.reference import REFERENCE_COMMIT
 from benchmarks.stats import summarize_tracebacks
-from counter_service.devtools.fleet import HOST, Fleet, ServerProcess
+from counter_service.devtools.fleet import HOST, Fleet, RedisProcess, ServerProcess
+from counter_service.devtools.topologies import ClusterSet
 from counter_service.names import Names
 from counter_service.settings import DEFAULT_NAMESPACE
 from ui.contract import CLICKS
 
 CONNECT_TIMEOUT_S = 15.0
+HARNESS = "bench-harness"
+"""The name of the benchmark's own Redis connections, which are not counted."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ VARIANTS = {
     # (a) with Flet's generic control.update() instead of direct patches: the reference
     # that shows what the direct fan-out path is worth, measured in the same run.
     "u": Variant("u", "counter-service, update()", "flet", uses_redis=True, has_online=True),
+    # (a) on a Redis Cluster of three masters instead of one server (sharded pub/sub).
+    "k": Variant("k", "counter-service, 3-master cluster", "flet", True, has_online=True),
     "b": Variant("b", "article (file)", "flet", uses_redis=False, has_online=False),
     "c": Variant("c", "naive Flet+Redis", "flet", uses_redis=True, has_online=False),
     "d": Variant("d", "socket.io+Redis", "socketio", uses_redis=True, has_online=False),
@@ -60,11 +65,12 @@ VARIANTS = {
 PUBSUB = ("p", "f")
 
 
-OURS = ("a", "u")
+OURS = ("a", "u", "k")
+CLUSTER_MASTERS = 3
 
 
 def parse_variants(text: str) -> list[Variant]:
-    """`a,r,u,b,c,d,p,f` (any subset, any order) to variants; ValueError naming unknown
+    """`a,r,u,k,b,c,d,p,f` (any subset, any order) to variants; ValueError naming unknown
     ones."""
     keys = [k.strip() for k in text.split(",") if k.strip()]
     unknown = [k for k in keys if k not in VARIANTS]
@@ -133,22 +139,48 @@ def counter_key(variant: Variant, name: str) -> str:
 
 
 class VariantFleet(Fleet):
-    """A fresh redis-server and two server processes of one variant, stopped by PID."""
+    """A fresh redis-server (a cluster for (k)) and two server processes of one variant,
+    stopped by PID."""
 
     def __init__(self, variant: Variant, env: dict[str, str] | None = None) -> None:
         self.variant = variant
         log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{variant.key}-"))
         self.file_base = log_dir / "counter"
+        self.cluster = (
+            ClusterSet(log_dir, masters=CLUSTER_MASTERS, replicas_per_master=0)
+            if variant.key == "k"
+            else None
+        )
         super().__init__(variant.servers, log_dir=log_dir, server_env=env)
-        self._redis_client: Redis | None = None
+        self._redis_client: Redis | RedisCluster | None = None
         self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url if self.cluster is None else self.cluster.url
+
+    def start_redis(self) -> None:
+        if self.cluster is None:
+            super().start_redis()
+        else:
+            self.cluster.start()
+
+    def stop_redis(self) -> None:
+        if self.cluster is None:
+            super().stop_redis()
+        else:
+            self.cluster.stop()
+
+    @property
+    def redis_nodes(self) -> list[RedisProcess]:
+        return [self.redis] if self.cluster is None else self.cluster.nodes
 
     def new_server(self) -> ServerProcess:
         key = self.variant.key
         if key in OURS:
             fanout = "update" if key == "u" else "direct"
             args = ["--log-level", "warning", "--fanout", fanout]
-            return ServerProcess(self.log_dir, self.redis.url, args=args, extra_env=self.server_env)
+            return ServerProcess(self.log_dir, self.redis_url, args=args, extra_env=self.server_env)
         quiet = ["--log-level", "warning"]
         if key == "r":
             return ReferenceProcess(self.log_dir, self.redis.url, quiet, self.server_env)
@@ -167,13 +199,9 @@ class VariantFleet(Fleet):
     def server_pids(self) -> list[int]:
         return [s.pid for s in self.servers if s.pid is not None]
 
-    @property
-    def redis_pid(self) -> int | None:
-        return self.redis.pid
-
     def cpu(self) -> tuple[dict[int, float], dict[int, float]]:
-        """CPU snapshots of the server processes and of the redis-server."""
-        redis = [] if self.redis_pid is None else [self.redis_pid]
+        """CPU snapshots of the server processes and of the redis-servers."""
+        redis = [node.pid for node in self.redis_nodes if node.pid is not None]
         return procstat.snapshot(self.server_pids), procstat.snapshot(redis)
 
     def running(self) -> list[bool]:
@@ -189,9 +217,17 @@ class VariantFleet(Fleet):
         return {"server_tracebacks": count, "top_exception": exception, "first_traceback": first}
 
     @property
-    def redis_client(self) -> Redis:
+    def redis_client(self) -> Redis | RedisCluster:
         if self._redis_client is None:
-            self._redis_client = Redis.from_url(self.redis.url, decode_responses=True)
+            if self.cluster is None:
+                self._redis_client = Redis.from_url(
+                    self.redis.url, decode_responses=True, client_name=HARNESS
+                )
+            else:
+                seed = self.cluster.nodes[0].port
+                self._redis_client = RedisCluster(
+                    HOST, seed, decode_responses=True, client_name=HARNESS
+                )
         return self._redis_client
 
     async def next_value(self, clients: Sequence[Client]) -> int:
@@ -207,8 +243,13 @@ class VariantFleet(Fleet):
         return int(await self.redis_client.get(counter_key(self.variant, name)) or 0)
 
     async def redis_connections(self) -> int:
-        """Clients connected to this fleet's redis-server, not counting the harness's own."""
-        return len(await self.redis_client.client_list()) - 1
+        """Clients connected to this fleet's redis-servers (every node of a cluster), not
+        counting the harness's own."""
+        count = 0
+        for node in self.redis_nodes:
+            async with Redis(host=HOST, port=node.port, client_name=HARNESS) as client:
+                count += sum(c["name"] != HARNESS for c in await client.client_list())
+        return count
 
     async def open_client(self, server: int) -> Client:
         url = self.servers[server].url

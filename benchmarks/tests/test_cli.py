@@ -1,12 +1,14 @@
 import pytest
 
+from benchmarks.redis_topologies import STANDALONE
 from benchmarks.run import build_parser, parse_scenarios
 from benchmarks.scenarios import SCENARIOS, Config, inapplicable
 from benchmarks.variants import VARIANTS, counter_key, parse_variants
 
 
 def test_parse_scenarios() -> None:
-    assert parse_scenarios("all") == list(SCENARIOS)
+    assert parse_scenarios("all") == [*SCENARIOS, *STANDALONE]
+    assert parse_scenarios("shards,wait") == ["shards", "wait"]
     assert parse_scenarios("lost, fanout") == ["lost", "fanout"]
     with pytest.raises(ValueError, match="nope"):
         parse_scenarios("fanout,nope")
@@ -22,7 +24,7 @@ def test_parse_variants_keeps_order_and_drops_repeats() -> None:
 
 def test_defaults_and_quick() -> None:
     args = build_parser().parse_args([])
-    assert (args.scenario, args.variants, args.quick) == ("all", "a,r,u,b,c,d,p,f", False)
+    assert (args.scenario, args.variants, args.quick) == ("all", "a,r,u,k,b,c,d,p,f", False)
     assert Config.quick().fanout_sizes == (100,)
     assert Config().fanout_sizes == (100, 500, 1000)
     assert Config().scaling_sizes == (100, 250, 500, 1000)
@@ -30,6 +32,7 @@ def test_defaults_and_quick() -> None:
 
 def test_counter_keys_match_each_design() -> None:
     assert counter_key(VARIANTS["a"], "clicks") == "counter-service:counter:{clicks}"
+    assert counter_key(VARIANTS["k"], "clicks") == "counter-service:counter:{clicks}"
     assert counter_key(VARIANTS["c"], "clicks") == "naive:clicks"
     assert counter_key(VARIANTS["d"], "clicks") == "sio:clicks"
     assert counter_key(VARIANTS["r"], "clicks") == "counter-service:counter:clicks"

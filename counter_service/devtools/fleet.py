@@ -251,7 +251,7 @@ class Fleet:
 
     def start(self) -> Self:
         try:
-            self.redis.start()
+            self.start_redis()
             for server in self.servers:
                 server.start()
         except BaseException:
@@ -262,6 +262,13 @@ class Fleet:
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
+        self.stop_redis()
+
+    def start_redis(self) -> None:
+        """Start the Redis the servers use; subclasses may run another topology."""
+        self.redis.start()
+
+    def stop_redis(self) -> None:
         self.redis.stop()
 
     def __enter__(self) -> Self:

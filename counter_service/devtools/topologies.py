@@ -390,8 +390,8 @@ class ClusterSet(_Topology):
         replicas_per_master: int = 1,
         node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS,
     ) -> None:
-        if masters < 3:
-            raise ValueError("redis-cli --cluster create needs at least three masters")
+        if masters < 1 or (masters < 3 and replicas_per_master):
+            raise ValueError("a cluster needs a master; replicas need three masters or more")
         self.log_dir = log_dir
         self.masters = masters
         self.replicas_per_master = replicas_per_master
@@ -421,8 +421,24 @@ class ClusterSet(_Topology):
     def _start(self) -> None:
         for node in self.nodes:
             node.start()
-        self._create()
+        if self.masters < 3:
+            self._create_by_hand()
+        else:
+            self._create()
         self._poll(self._formed, "formed (every slot served, replicas in sync)", START_TIMEOUT_S)
+
+    def _create_by_hand(self) -> None:
+        """What `redis-cli --cluster create` does, for the one or two masters it refuses
+        (the benchmarks' shard scaling): equal slot ranges, distinct epochs, MEET."""
+        share = -(-CLUSTER_SLOTS // self.masters)
+        first = self.nodes[0]
+        for index, node in enumerate(self.nodes):
+            last = min(CLUSTER_SLOTS, (index + 1) * share) - 1
+            _probe(node.port, "CLUSTER", "ADDSLOTSRANGE", str(index * share), str(last))
+            _probe(node.port, "CLUSTER", "SET-CONFIG-EPOCH", str(index + 1))
+            if node is not first:
+                bus_port = node.args[node.args.index("--cluster-port") + 1]
+                _probe(first.port, "CLUSTER", "MEET", HOST, str(node.port), bus_port)
 
     def _create(self) -> None:
         """`redis-cli --cluster create`: slots, epochs, MEET, then replicas, as operators do."""
