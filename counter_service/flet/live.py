@@ -90,7 +90,9 @@ class LiveCounters:
             text.value = value  # away: the reconnect's full render carries it
         else:
             text.value = value
-            with contextlib.suppress(RuntimeError):  # not on the page yet: render carries it
+            # RuntimeError: not on the page yet; AttributeError: the socket just closed
+            # (see internals.send_value). Either way a full render carries the value.
+            with contextlib.suppress(RuntimeError, AttributeError):
                 text.update()
 
 

@@ -96,6 +96,19 @@ def test_update_mode_tolerates_a_text_not_on_the_page_yet() -> None:
     assert text.value == "8"
 
 
+def test_update_mode_tolerates_a_socket_that_just_closed() -> None:
+    text = ft.Text(key="clicks")
+
+    def gone() -> None:  # what Flet's send_message raises once its send loop ended
+        raise AttributeError("'NoneType' object has no attribute 'put_nowait'")
+
+    text.update = gone  # type: ignore[method-assign]
+    live = LiveCounters(page(Connection()), direct=False)
+    live.bind("clicks", text)
+    live.show(change(7))
+    assert text.value == "7"
+
+
 def test_counters_without_a_text_are_ignored() -> None:
     connection = Connection()
     board(connection, "views").show(change(1))
