@@ -13,6 +13,7 @@ and after `WAIT 1`, at one caller and at many, in one command.
 from __future__ import annotations
 
 import asyncio
+import functools
 import resource
 import shutil
 import subprocess
@@ -27,7 +28,13 @@ from typing import Any
 from benchmarks import procstat
 from benchmarks.stats import parse_redis_benchmark, percentile
 from counter_service.devtools.fleet import HOST, RedisProcess, free_port
-from counter_service.devtools.topologies import ClusterSet, _data_node, _poll, _probe
+from counter_service.devtools.topologies import (
+    ClusterSet,
+    data_node,
+    probe,
+    replica_in_sync,
+    wait_until,
+)
 from counter_service.errors import NotReplicated
 from counter_service.names import Names
 from counter_service.redis.batching import IncrementBatcher
@@ -92,7 +99,7 @@ def _run_script(cfg: TopologyConfig, nodes: list[RedisProcess], names: Names, cl
     """redis-benchmark running the increment script with its real keys and channel."""
     sha = ""
     for node in nodes:
-        sha = str(_probe(node.port, "SCRIPT", "LOAD", INCREMENT))
+        sha = str(probe(node.port, "SCRIPT", "LOAD", INCREMENT))
     tag = "tag"  # `{tag}` in the keys: redis-benchmark puts a tag of each node's slots there
     argv = [
         *("redis-benchmark", "-h", HOST, "-p", str(nodes[0].port)),
@@ -124,8 +131,8 @@ def _run_script(cfg: TopologyConfig, nodes: list[RedisProcess], names: Names, cl
 
 def _counted(port: int, names: Names) -> int:
     """The sum of the counters on one node (each shard has its own)."""
-    keys = _probe(port, "KEYS", f"{names.namespace}:counter:*")
-    return sum(int(_probe(port, "GET", key)) for key in keys)  # a cluster refuses MGET
+    keys = probe(port, "KEYS", f"{names.namespace}:counter:*")
+    return sum(int(probe(port, "GET", key)) for key in keys)  # a cluster refuses MGET
 
 
 def _busiest(before: dict[int, float], after: dict[int, float]) -> float:
@@ -148,13 +155,13 @@ def wait(cfg: TopologyConfig) -> list[Row]:
                 rows.append({"topology": TOPOLOGY, "acknowledged": acknowledged, **row})
         names = Names(NAMESPACE)
         key = names.value("wait")
-        _poll(
-            lambda: _probe(replica.port, "GET", key) == _probe(master.port, "GET", key),
+        wait_until(
+            lambda: probe(replica.port, "GET", key) == probe(master.port, "GET", key),
             timeout=10.0,
             what="replica caught up",
             processes=[master, replica],
         )
-        rows[-1]["replica_value"] = int(_probe(replica.port, "GET", key))
+        rows[-1]["replica_value"] = int(probe(replica.port, "GET", key))
         return rows
 
 
@@ -164,20 +171,17 @@ def _acknowledged(replicas: int) -> str:
 
 @contextmanager
 def _replicated(log_dir: Path) -> Iterator[tuple[RedisProcess, RedisProcess]]:
-    master = _data_node(log_dir, free_port())
-    replica = _data_node(log_dir, free_port(), "--replicaof", HOST, str(master.port))
+    master = data_node(log_dir, free_port())
+    replica = data_node(log_dir, free_port(), "--replicaof", HOST, str(master.port))
     try:
         master.start()
         replica.start()
-        _poll(_in_sync(replica), timeout=30.0, what="replica in sync", processes=[replica])
+        in_sync = functools.partial(replica_in_sync, replica.port)
+        wait_until(in_sync, timeout=30.0, what="replica in sync", processes=[replica])
         yield master, replica
     finally:
         replica.stop()
         master.stop()
-
-
-def _in_sync(replica: RedisProcess) -> Callable[[], bool]:
-    return lambda: _probe(replica.port, "INFO", "replication").get("master_link_status") == "up"
 
 
 async def _increments(url: str, replicas: int, callers: int, seconds: float) -> Row:

@@ -68,7 +68,7 @@ def _require(command: str, package: str) -> str:
     return path
 
 
-def _probe(port: int, *command: str) -> Any:
+def probe(port: int, *command: str) -> Any:
     """One command on a fresh RESP2 connection that fails fast: no retries, short timeouts.
 
     RESP2 and raw replies (no redis-py callback matches `CLUSTER`, `SENTINEL` or `ROLE`
@@ -89,12 +89,12 @@ def _probe(port: int, *command: str) -> Any:
         client.close()
 
 
-def _replica_in_sync(port: int) -> bool:
-    return bool(_probe(port, "INFO", "replication").get("master_link_status") == "up")
+def replica_in_sync(port: int) -> bool:
+    return bool(probe(port, "INFO", "replication").get("master_link_status") == "up")
 
 
 def _role(port: int) -> str:
-    return str(_probe(port, "ROLE")[0])
+    return str(probe(port, "ROLE")[0])
 
 
 def _holds(condition: Callable[[], bool]) -> bool:
@@ -105,7 +105,7 @@ def _holds(condition: Callable[[], bool]) -> bool:
         return False
 
 
-def _poll(
+def wait_until(
     condition: Callable[[], bool], timeout: float, what: str, processes: Sequence[RedisProcess]
 ) -> None:
     """Wait until `condition()` holds; fail at once if one of `processes` died."""
@@ -120,7 +120,7 @@ def _poll(
         time.sleep(POLL_S)
 
 
-def _data_node(log_dir: Path, port: int, *args: str) -> RedisProcess:
+def data_node(log_dir: Path, port: int, *args: str) -> RedisProcess:
     # Its own dump file name: replicas in one directory would otherwise load each other's
     # full-sync file, which they write to `dbfilename` before loading it.
     return RedisProcess(
@@ -157,7 +157,7 @@ class _Topology:
         return next(process for process in self.processes if process.port == port)
 
     def _poll(self, condition: Callable[[], bool], what: str, timeout: float) -> None:
-        _poll(condition, timeout, what, self._running())
+        wait_until(condition, timeout, what, self._running())
 
     def __enter__(self) -> Self:
         return self.start()
@@ -223,8 +223,8 @@ class SentinelSet(_Topology):
         self.service = service
         master_port, replica_port, *sentinel_ports = free_ports(2 + sentinels)
         self.nodes = [
-            _data_node(log_dir, master_port),
-            _data_node(log_dir, replica_port, "--replicaof", HOST, str(master_port)),
+            data_node(log_dir, master_port),
+            data_node(log_dir, replica_port, "--replicaof", HOST, str(master_port)),
         ]
         self.sentinels = [
             SentinelProcess(log_dir, port, service, master_port) for port in sentinel_ports
@@ -260,7 +260,7 @@ class SentinelSet(_Topology):
             node.start()
         # Sentinels learn replicas from the master's INFO at their first look and only
         # every 10 s after: start them once the replica shows there.
-        self._poll(lambda: _replica_in_sync(self.replica.port), "replica in sync", START_TIMEOUT_S)
+        self._poll(lambda: replica_in_sync(self.replica.port), "replica in sync", START_TIMEOUT_S)
         for sentinel in self.sentinels:
             sentinel.start()
         self._poll(self._sentinels_ready, "every sentinel sees the set", START_TIMEOUT_S)
@@ -270,8 +270,8 @@ class SentinelSet(_Topology):
 
     def _sentinel_ready(self, port: int) -> bool:
         """The sentinel knows the master up, the other sentinels, and the replica in sync."""
-        master = _pairs(_probe(port, "SENTINEL", "MASTER", self.service))
-        replicas = [_pairs(r) for r in _probe(port, "SENTINEL", "REPLICAS", self.service)]
+        master = _pairs(probe(port, "SENTINEL", "MASTER", self.service))
+        replicas = [_pairs(r) for r in probe(port, "SENTINEL", "REPLICAS", self.service)]
         return (
             master["flags"] == "master"
             and int(master["num-other-sentinels"]) == len(self.sentinels) - 1
@@ -297,7 +297,7 @@ class SentinelSet(_Topology):
 
     def _failed_over(self, old: int) -> bool:
         answers = {
-            tuple(_probe(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service))
+            tuple(probe(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service))
             for s in self.sentinels
         }
         if len(answers) != 1:
@@ -356,11 +356,11 @@ def _slot_range(text: str) -> range:
 
 def cluster_view(port: int) -> list[ClusterMember]:
     """Every node of the cluster as the node on `port` sees it (`CLUSTER NODES`)."""
-    return [ClusterMember.parse(line) for line in _probe(port, "CLUSTER", "NODES").splitlines()]
+    return [ClusterMember.parse(line) for line in probe(port, "CLUSTER", "NODES").splitlines()]
 
 
 def _cluster_info(port: int) -> dict[str, str]:
-    text = _probe(port, "CLUSTER", "INFO")
+    text = probe(port, "CLUSTER", "INFO")
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
@@ -405,7 +405,7 @@ class ClusterSet(_Topology):
         self._handover: _Handover | None = None
 
     def _node(self, port: int, bus_port: int, node_timeout_ms: int) -> RedisProcess:
-        return _data_node(
+        return data_node(
             self.log_dir,
             port,
             *("--cluster-enabled", "yes", "--cluster-port", str(bus_port)),
@@ -434,11 +434,11 @@ class ClusterSet(_Topology):
         first = self.nodes[0]
         for index, node in enumerate(self.nodes):
             last = min(CLUSTER_SLOTS, (index + 1) * share) - 1
-            _probe(node.port, "CLUSTER", "ADDSLOTSRANGE", str(index * share), str(last))
-            _probe(node.port, "CLUSTER", "SET-CONFIG-EPOCH", str(index + 1))
+            probe(node.port, "CLUSTER", "ADDSLOTSRANGE", str(index * share), str(last))
+            probe(node.port, "CLUSTER", "SET-CONFIG-EPOCH", str(index + 1))
             if node is not first:
                 bus_port = node.args[node.args.index("--cluster-port") + 1]
-                _probe(first.port, "CLUSTER", "MEET", HOST, str(node.port), bus_port)
+                probe(first.port, "CLUSTER", "MEET", HOST, str(node.port), bus_port)
 
     def _create(self) -> None:
         """`redis-cli --cluster create`: slots, epochs, MEET, then replicas, as operators do."""
@@ -468,7 +468,7 @@ class ClusterSet(_Topology):
             and len(view) == len(self.nodes)
             and len(replicas) == self.masters * self.replicas_per_master
             and all(_cluster_ok(node.port) for node in self.nodes)
-            and all(_replica_in_sync(node.port) for node in replicas)
+            and all(replica_in_sync(node.port) for node in replicas)
         )
 
     def _view(self) -> list[ClusterMember]:

@@ -4,6 +4,7 @@ dropped subscription reaches the relay."""
 
 import asyncio
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from counter_service.backoff import Backoff
 from counter_service.devtools.fleet import HOST
-from counter_service.devtools.topologies import ClusterSet, ToolMissing
+from counter_service.devtools.topologies import ClusterSet, ToolMissing, probe
+from counter_service.pubsub.subscriber import Subscriber
 from counter_service.redis.connections import connections_for
 from counter_service.redis.shards import ShardPubSub
 from counter_service.settings import Settings
@@ -170,3 +173,42 @@ async def test_connections_are_one_per_shard_with_a_subscription(
             clients = await client.client_list(_type="pubsub")
             counts.append(sum(c["name"] == "test:relay" for c in clients))
     assert counts == [1, 1, 0]
+
+
+def move_slot(cluster: ClusterSet, slot: int, source: int, target: int) -> None:
+    """Hand an empty slot from one master to another, as `redis-cli --cluster reshard`
+    does: IMPORTING, MIGRATING (no keys to move), then NODE on every master."""
+    source_id, target_id = probe(source, "CLUSTER", "MYID"), probe(target, "CLUSTER", "MYID")
+    probe(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+    probe(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+    others = [node.port for node in cluster.nodes if node.port not in (source, target)]
+    for port in (target, source, *others):
+        probe(port, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+
+
+async def test_a_slot_moving_makes_the_relay_resubscribe_on_the_new_owner(
+    cluster: ClusterSet,
+) -> None:
+    channel = f"moving:{{{uuid.uuid4().hex}}}"
+    slot = key_slot(channel.encode())
+    source = cluster.master_for_slot(slot).port
+    target = next(n.port for n in cluster.nodes if n.port != source)
+    connections = connections_for(Settings(redis_url=cluster.url), "test")
+    subscriber = Subscriber(connections.new_pubsub, backoff=Backoff(base=0.01, cap=0.1))
+    received: list[bytes] = []
+    subscriber.route(channel, received.append)
+    await subscriber.start()
+    try:
+        await eventually(lambda: subscriber.subscribed, what="subscribed")
+        move_slot(cluster, slot, source, target)
+        # Redis drops the subscription of a slot that moved; the relay starts over on a
+        # fresh slot map (and, in the service, reads every counter back).
+        await eventually(lambda: subscriber.stats.subscribes >= 2, what="re-subscribed")
+        await eventually(lambda: subscriber.subscribed)
+        async with Redis(host=HOST, port=target) as client:
+            assert await client.execute_command("SPUBLISH", channel, "after the move") == 1
+        await eventually(lambda: received == [b"after the move"])
+    finally:
+        await subscriber.stop()
+        await connections.aclose()
+        move_slot(cluster, slot, target, source)  # the module's cluster, as it was
