@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,7 @@ def from_args(args: argparse.Namespace) -> LoadTestOptions:
         redis_url=args.redis_url,
         namespace=args.namespace,
         out=_output_path(args.out, "--out"),
-        plot=_output_path(args.plot, "--plot"),
+        plot=_plot_path(args.plot),
         progress=bool(getattr(args, "progress", True)),
     )
 
@@ -174,6 +175,15 @@ def _positive(option: str, value: float, high: float) -> None:
         raise OptionsError(f"{option} {value}: must be a number greater than 0")
     if value > high:
         raise OptionsError(f"{option} {value}: must be at most {high:g}")
+
+
+def _plot_path(path: Path | None) -> Path | None:
+    """`--plot` needs matplotlib, an extra (`pip install 'counter-service[plot]'`)."""
+    if path is not None and importlib.util.find_spec("matplotlib") is None:
+        raise OptionsError(
+            f"--plot {path}: needs matplotlib: pip install 'counter-service[plot]'"
+        )
+    return _output_path(path, "--plot")
 
 
 def _output_path(path: Path | None, option: str) -> Path | None:
