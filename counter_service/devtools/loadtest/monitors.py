@@ -184,6 +184,9 @@ def phase_lag(histograms: list[tuple[float, Any]], start: float, end: float) -> 
 
 
 def _not_exposed(code: int, kind: str, body: Any) -> str:
+    if code == 404:
+        hint = "a load balancer? give each replica with --metrics-url"
+        return f"not exposed (GET {METRICS_PATH}: HTTP 404; {hint})"
     if code != 200:
         return f"not exposed (GET {METRICS_PATH}: HTTP {code})"
     if body is None:

@@ -37,6 +37,8 @@ class LoadTestOptions:
     connect_timeout: float
     redis_url: str | None
     namespace: str
+    metrics_urls: tuple[str, ...]
+    """Replicas to read event-loop lag from (default: the targets themselves)."""
     out: Path | None
     plot: Path | None
     progress: bool
@@ -94,6 +96,14 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--redis-url", help="Redis of the targets, to sample CLIENT LIST and read the totals")
     add("--namespace", default="counter-service", help="key namespace on Redis (%(default)s)")
+    add(
+        "--metrics-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a replica's own base URL to read its event-loop lag from, when --target is a load"
+        " balancer that does not pass /metrics.json (repeatable)",
+    )
     add("--out", type=Path, metavar="FILE.json", help="write the result as JSON")
     add("--plot", type=Path, metavar="FILE.png", help="draw latency and convergence plots")
     add("--no-progress", dest="progress", action="store_false", help="no live progress bar")
@@ -119,6 +129,7 @@ def from_args(args: argparse.Namespace) -> LoadTestOptions:
         connect_timeout=args.connect_timeout,
         redis_url=args.redis_url,
         namespace=args.namespace,
+        metrics_urls=_metrics_urls(args),
         out=_output_path(args.out, "--out"),
         plot=_plot_path(args.plot),
         progress=bool(getattr(args, "progress", True)),
@@ -136,13 +147,22 @@ def _check_where(targets: tuple[str, ...], spawn: int | None, redis_url: str | N
         check_url(url)
 
 
-def check_url(url: str) -> None:
+def check_url(url: str, option: str = "--target") -> None:
     """Raise OptionsError unless `url` is an http(s)/ws(s) URL with a host."""
     parts = urlsplit(url)
     if parts.scheme not in URL_SCHEMES or not parts.hostname:
-        raise OptionsError(f"--target {url!r}: expected a URL like http://127.0.0.1:8551")
+        raise OptionsError(f"{option} {url!r}: expected a URL like http://127.0.0.1:8551")
     if parts.query or parts.fragment:
-        raise OptionsError(f"--target {url!r}: a base URL takes no query or fragment")
+        raise OptionsError(f"{option} {url!r}: a base URL takes no query or fragment")
+
+
+def _metrics_urls(args: argparse.Namespace) -> tuple[str, ...]:
+    urls = tuple(getattr(args, "metrics_url", None) or ())
+    if urls and getattr(args, "spawn", None) is not None:
+        raise OptionsError("--metrics-url is for --target: --spawn reads its own servers")
+    for url in urls:
+        check_url(url, "--metrics-url")
+    return urls
 
 
 def _check_load(args: argparse.Namespace) -> None:
@@ -180,9 +200,7 @@ def _positive(option: str, value: float, high: float) -> None:
 def _plot_path(path: Path | None) -> Path | None:
     """`--plot` needs matplotlib, an extra (`pip install 'counter-service[plot]'`)."""
     if path is not None and importlib.util.find_spec("matplotlib") is None:
-        raise OptionsError(
-            f"--plot {path}: needs matplotlib: pip install 'counter-service[plot]'"
-        )
+        raise OptionsError(f"--plot {path}: needs matplotlib: pip install 'counter-service[plot]'")
     return _output_path(path, "--plot")
 
 

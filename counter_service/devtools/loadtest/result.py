@@ -74,6 +74,7 @@ def _options(record: RunRecord) -> Json:
     options = {k: v for k, v in asdict(record.options).items() if k != "redis_url"}
     options.update(out=_path(record.options.out), plot=_path(record.options.plot))
     options["targets"] = list(record.options.targets)
+    options["metrics_urls"] = list(record.options.metrics_urls)
     return options
 
 

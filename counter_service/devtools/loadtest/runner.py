@@ -45,7 +45,8 @@ class RunRecord:
     @classmethod
     def new(cls, options: LoadTestOptions, targets: Targets) -> RunRecord:
         slots = plan(targets.targets, options.sessions)
-        monitors = Monitors(targets.redis_url, [t.url for t in targets.targets])
+        urls = list(options.metrics_urls) or [t.url for t in targets.targets]
+        monitors = Monitors(targets.redis_url, urls)
         return cls(options, targets, slots, monitors)
 
     def live(self) -> list[Slot]:
@@ -112,8 +113,8 @@ async def _phases(record: RunRecord) -> None:
     if redis_url is not None:
         record.baseline = await read_counters(redis_url, options.namespace)
     record.phase = "connecting"
-    await open_all(record.slots, options.ramp, options.connect_timeout)
-    await _take_baseline(record)
+    first_views = await open_all(record.slots, options.ramp, options.connect_timeout)
+    await _take_baseline(record, first_views)
     record.tally.baseline = record.baseline[CLICKS]
     record.phase = "clicking"
     clickers = record.live()[: options.clickers]
@@ -125,19 +126,24 @@ async def _phases(record: RunRecord) -> None:
         record.store_final = await read_counters(redis_url, options.namespace)
 
 
-async def _take_baseline(record: RunRecord) -> None:
+async def _take_baseline(record: RunRecord, first_views: int | None) -> None:
     """With Redis: views and online as stored before any session opened, clicks as stored
-    now. Without: clicks is the highest value any page shows now, views the lowest value any
-    page showed first (the first page, opened alone, shows it before counting its own
-    view), and no other connection is online."""
+    now. Without: clicks is the highest value any page shows now, views what the first
+    page, opened alone, showed once settled, minus its own view (or, if it never settled,
+    the lowest value any page showed first), and no other connection is online."""
     redis_url = record.targets.redis_url
     if redis_url is not None:
         now = await read_counters(redis_url, record.options.namespace)
         record.baseline[CLICKS] = now[CLICKS]
         return
     record.baseline_from = "sessions"
-    firsts = [s.recorder.first[VIEWS] for s in record.slots if VIEWS in s.recorder.first]
-    record.baseline = {CLICKS: _highest_clicks(record), VIEWS: min(firsts, default=0), ONLINE: 0}
+    if first_views is not None:
+        views = first_views - 1
+    else:
+        views = min(
+            (s.recorder.first[VIEWS] for s in record.slots if VIEWS in s.recorder.first), default=0
+        )
+    record.baseline = {CLICKS: _highest_clicks(record), VIEWS: views, ONLINE: 0}
 
 
 def _highest_clicks(record: RunRecord) -> int:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import ClientConnection
 
 from counter_service.devtools.headless import FletError, HeadlessSession
-from counter_service.devtools.loadtest.recorder import Recorder
+from counter_service.devtools.loadtest.recorder import VIEWS, Recorder
 from counter_service.devtools.loadtest.targets import Target
 from ui.contract import BUTTON, REPLICA
 
@@ -82,11 +82,29 @@ def _has_button(session: HeadlessSession) -> bool:
     return session.control(BUTTON) is not None
 
 
-async def open_all(slots: list[Slot], ramp: float, timeout: float) -> None:
-    """Open the first slot alone (baselines come from it), then the rest at `ramp` per second."""
+SETTLED_S = 0.5
+"""How long the first session's views must stay unchanged to count as settled."""
+
+
+async def settled_views(slot: Slot, timeout: float) -> int | None:
+    """The views number the first session shows once it stopped changing (its own view
+    counted, since nobody else is connected yet); None if it never settles in `timeout`."""
+    deadline = time.monotonic() + timeout
+    while slot.live and time.monotonic() < deadline:
+        changed = slot.recorder.changed_at.get(VIEWS)
+        if changed is not None and time.monotonic() - changed >= SETTLED_S:
+            return slot.recorder.values[VIEWS]
+        await asyncio.sleep(SETTLED_S / 5)
+    return None
+
+
+async def open_all(slots: list[Slot], ramp: float, timeout: float) -> int | None:
+    """Open the first slot alone and wait until its views settled (the baseline of a run
+    without Redis comes from it), then the rest at `ramp` per second; return those views."""
     if not slots:
-        return
+        return None
     await open_slot(slots[0], timeout)
+    first_views = await settled_views(slots[0], timeout)
     tasks: list[asyncio.Task[None]] = []
     started = time.monotonic()
     try:
@@ -98,6 +116,7 @@ async def open_all(slots: list[Slot], ramp: float, timeout: float) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    return first_views
 
 
 def mark_dropped(slots: list[Slot]) -> None:
