@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import report
+from benchmarks import report, targets
 from benchmarks.redis_topologies import STANDALONE
 from benchmarks.scenarios import (
     SCENARIO_CAP_S,
@@ -117,9 +117,10 @@ async def run(
         "quick": cfg.fanout_sizes == Config.quick().fanout_sizes,
     }
     print(f"machine: {base['machine']}", flush=True)
+    records: targets.Records = {}
     for scenario in scenarios:
         if scenario in STANDALONE:
-            await run_standalone(scenario, cfg, out, base)
+            records[scenario] = await run_standalone(scenario, cfg, out, base)
             continue
         started = time.monotonic()
         results: list[tuple[str, dict[str, Any]]] = []
@@ -141,10 +142,17 @@ async def run(
             print(report.table("redis", [("redis", row) for row in redis_rows]), flush=True)
         record["seconds"] = round(time.monotonic() - started, 1)
         report.append_json(out, record)
+        records[scenario] = record
         print()
+    found = targets.verdicts(records)
+    if found:
+        print("## the issues' targets, in this run\n")
+        print(targets.table(found), flush=True)
 
 
-async def run_standalone(scenario: str, cfg: Config, out: Path, base: dict[str, Any]) -> None:
+async def run_standalone(
+    scenario: str, cfg: Config, out: Path, base: dict[str, Any]
+) -> dict[str, Any]:
     """A scenario of Redis alone: its own servers, no variants; one row per topology."""
     print(f"[{scenario}] ...", end=" ", flush=True)
     started = time.monotonic()
@@ -153,10 +161,10 @@ async def run_standalone(scenario: str, cfg: Config, out: Path, base: dict[str, 
     print(f"{seconds:.0f}s\n\n## {scenario} ({seconds:.0f}s)\n")
     labelled = [(row.get("topology", "?"), row) for row in rows]
     print(report.table(scenario, labelled, first="topology"), flush=True)
-    report.append_json(
-        out, {**base, "scenario": scenario, "rows": rows, "seconds": round(seconds, 1)}
-    )
+    record = {**base, "scenario": scenario, "rows": rows, "seconds": round(seconds, 1)}
+    report.append_json(out, record)
     print()
+    return record
 
 
 def _raise_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
