@@ -166,7 +166,7 @@ def _cluster(records: Records) -> Iterator[Verdict]:
 
 def _wait(records: Records) -> Iterator[Verdict]:
     rows = _rows(records, "wait")
-    for callers in sorted({row.get("callers") for row in rows if row.get("callers")}):
+    for callers in sorted({int(row["callers"]) for row in rows if row.get("callers")}):
         pair = [row for row in rows if row.get("callers") == callers]
         if len(pair) != 2:
             continue
