@@ -36,6 +36,7 @@ test: install
 	tools/ensure-command.sh redis-server redis-server
 	tools/ensure-command.sh nginx nginx
 	tools/ensure-command.sh chromium chromium optional
+	tools/ensure-promtool.sh $(BIN)
 	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # A sensible default load: 2 spawned workers, 1,000 sessions; results in reports/.
