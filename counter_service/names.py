@@ -24,6 +24,8 @@ from counter_service.errors import InvalidCounterName
 COUNTER_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 ONLINE = "online"
 """The counter the service keeps itself: live connections over every worker."""
+PROBE = "probe"
+"""The hash tag of the keys and channel the start probe uses (never a counter's keys)."""
 
 
 def check_counter_name(name: object) -> str:
@@ -88,3 +90,15 @@ class Names:
         """The hash of every worker's live connections and their deadlines (in the
         `online` counter's slot, so one script updates both)."""
         return f"{self.namespace}:presence:{{{ONLINE}}}"
+
+    @property
+    def probe_keys(self) -> tuple[str, str, str]:
+        """A value, a version and a presence hash for the start probe to run the scripts
+        on: outside every counter's keys, and in one slot."""
+        base = f"{self.namespace}:probe:{{{PROBE}}}"
+        return f"{base}:value", f"{base}:version", f"{base}:presence"
+
+    @property
+    def probe_channel(self) -> str:
+        """The channel the start probe publishes and subscribes to (in its keys' slot)."""
+        return f"{self.namespace}:probe:{{{PROBE}}}"

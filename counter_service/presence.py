@@ -12,11 +12,13 @@ import contextlib
 import logging
 
 from counter_service.backoff import Backoff
-from counter_service.errors import StoreError
+from counter_service.errors import StoreError, StoreUnavailable
+from counter_service.logs import SummarizedWarnings
 from counter_service.redis.store import CounterStore
 from counter_service.tasks import BackgroundTask
 
 logger = logging.getLogger(__name__)
+_refused = SummarizedWarnings(logger)
 
 
 class Presence:
@@ -75,7 +77,7 @@ class Presence:
                 raise
             except StoreError as exc:
                 self.healthy = False
-                logger.warning("presence report failed: %s", exc)
+                _log_failure(exc)
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
             self.healthy = True
@@ -91,3 +93,12 @@ class Presence:
             async with asyncio.timeout(self._heartbeat):
                 await self._changed.wait()
         self._changed.clear()
+
+
+def _log_failure(error: StoreError) -> None:
+    # An outage is the subscriber's to report, once per attempt; a refusal (a missing
+    # permission, OOM) is presence's own, summarised while it repeats.
+    if isinstance(error, StoreUnavailable):
+        logger.debug("presence report failed: %s", error)
+    else:
+        _refused.warn(type(error).__name__, "presence report failed: %s", error)

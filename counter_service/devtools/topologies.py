@@ -68,8 +68,9 @@ def _require(command: str, package: str) -> str:
     return path
 
 
-def probe(port: int, *command: str) -> Any:
-    """One command on a fresh RESP2 connection that fails fast: no retries, short timeouts.
+def probe(port: int, *command: str, tls: Certificates | None = None) -> Any:
+    """One command on a fresh RESP2 connection that fails fast: no retries, short timeouts;
+    over TLS, with the client certificate, if `tls` is given.
 
     RESP2 and raw replies (no redis-py callback matches `CLUSTER`, `SENTINEL` or `ROLE`
     on their own) keep the parsing here independent of redis-py's reply shapes."""
@@ -81,6 +82,7 @@ def probe(port: int, *command: str) -> Any:
         socket_timeout=1.0,
         socket_connect_timeout=1.0,
         retry=Retry(NoBackoff(), 0),
+        **({"ssl": True, **tls.client_kwargs()} if tls else {}),
     )
     try:
         # redis-py leaves execute_command untyped.
@@ -89,8 +91,9 @@ def probe(port: int, *command: str) -> Any:
         client.close()
 
 
-def replica_in_sync(port: int) -> bool:
-    return bool(probe(port, "INFO", "replication").get("master_link_status") == "up")
+def replica_in_sync(port: int, tls: Certificates | None = None) -> bool:
+    reply = probe(port, "INFO", "replication", tls=tls)
+    return bool(reply.get("master_link_status") == "up")
 
 
 def _role(port: int) -> str:
@@ -121,11 +124,13 @@ def wait_until(
 
 
 def data_node(log_dir: Path, port: int, *args: str) -> RedisProcess:
+    return RedisProcess(log_dir, port, args=[*_node_args(port), *args])
+
+
+def _node_args(port: int) -> list[str]:
     # Its own dump file name: replicas in one directory would otherwise load each other's
     # full-sync file, which they write to `dbfilename` before loading it.
-    return RedisProcess(
-        log_dir, port, args=[*_NODE_ARGS, "--dbfilename", f"dump-{port}.rdb", *args]
-    )
+    return [*_NODE_ARGS, "--dbfilename", f"dump-{port}.rdb"]
 
 
 class _Topology:
@@ -354,18 +359,19 @@ def _slot_range(text: str) -> range:
     return range(int(first), int(last or first) + 1)
 
 
-def cluster_view(port: int) -> list[ClusterMember]:
+def cluster_view(port: int, tls: Certificates | None = None) -> list[ClusterMember]:
     """Every node of the cluster as the node on `port` sees it (`CLUSTER NODES`)."""
-    return [ClusterMember.parse(line) for line in probe(port, "CLUSTER", "NODES").splitlines()]
+    lines = probe(port, "CLUSTER", "NODES", tls=tls).splitlines()
+    return [ClusterMember.parse(line) for line in lines]
 
 
-def _cluster_info(port: int) -> dict[str, str]:
-    text = probe(port, "CLUSTER", "INFO")
+def _cluster_info(port: int, tls: Certificates | None = None) -> dict[str, str]:
+    text = probe(port, "CLUSTER", "INFO", tls=tls)
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
-def _cluster_ok(port: int) -> bool:
-    info = _cluster_info(port)
+def _cluster_ok(port: int, tls: Certificates | None = None) -> bool:
+    info = _cluster_info(port, tls)
     return info["cluster_state"] == "ok" and int(info["cluster_slots_ok"]) == CLUSTER_SLOTS
 
 
@@ -378,7 +384,8 @@ class _Handover:
 
 
 class ClusterSet(_Topology):
-    """A Redis Cluster of `masters` masters with `replicas_per_master` replicas each.
+    """A Redis Cluster of `masters` masters with `replicas_per_master` replicas each; with
+    `certs`, every node speaks TLS only (clients, the cluster bus and replication).
 
     Every node has its own cluster bus port (`--cluster-port`), picked free like the
     others, so no node needs `port + 10000` to be free."""
@@ -389,10 +396,12 @@ class ClusterSet(_Topology):
         masters: int = 3,
         replicas_per_master: int = 1,
         node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS,
+        certs: Certificates | None = None,
     ) -> None:
         if masters < 1 or (masters < 3 and replicas_per_master):
             raise ValueError("a cluster needs a master; replicas need three masters or more")
         self.log_dir = log_dir
+        self.certs = certs
         self.masters = masters
         self.replicas_per_master = replicas_per_master
         count = masters * (1 + replicas_per_master)
@@ -405,18 +414,40 @@ class ClusterSet(_Topology):
         self._handover: _Handover | None = None
 
     def _node(self, port: int, bus_port: int, node_timeout_ms: int) -> RedisProcess:
-        return data_node(
-            self.log_dir,
-            port,
+        args = [
             *("--cluster-enabled", "yes", "--cluster-port", str(bus_port)),
             *("--cluster-config-file", f"nodes-{port}.conf"),
             *("--cluster-node-timeout", str(node_timeout_ms)),
-        )
+        ]
+        if self.certs is None:
+            return data_node(self.log_dir, port, *args)
+        certs = self.certs
+        node = TlsRedis(self.log_dir, certs, require_client_cert=False, port=port)
+        # The cluster bus always wants a client certificate, whatever tls-auth-clients says.
+        client = ("--tls-client-cert-file", str(certs.client_cert))
+        client_key = ("--tls-client-key-file", str(certs.client_key))
+        tls = ("--tls-cluster", "yes", "--tls-replication", "yes", *client, *client_key)
+        node.args = [*_node_args(port), *args, *tls]
+        return node
 
     @property
     def url(self) -> str:
-        """`redis+cluster://host:port,...`: every node is a seed, so a killed one is no gap."""
-        return "redis+cluster://" + ",".join(f"{HOST}:{node.port}" for node in self.nodes)
+        """`redis+cluster://host:port,...` (`rediss+cluster` with TLS): every node is a
+        seed, so a killed one is no gap."""
+        scheme = "rediss+cluster" if self.certs else "redis+cluster"
+        return f"{scheme}://" + ",".join(f"{HOST}:{node.port}" for node in self.nodes)
+
+    def _probe(self, port: int, *command: str) -> Any:
+        return probe(port, *command, tls=self.certs)
+
+    def _cluster_view(self, port: int) -> list[ClusterMember]:
+        return cluster_view(port, self.certs)
+
+    def _ok(self, port: int) -> bool:
+        return _cluster_ok(port, self.certs)
+
+    def _in_sync(self, port: int) -> bool:
+        return replica_in_sync(port, self.certs)
 
     def _start(self) -> None:
         for node in self.nodes:
@@ -434,11 +465,11 @@ class ClusterSet(_Topology):
         first = self.nodes[0]
         for index, node in enumerate(self.nodes):
             last = min(CLUSTER_SLOTS, (index + 1) * share) - 1
-            probe(node.port, "CLUSTER", "ADDSLOTSRANGE", str(index * share), str(last))
-            probe(node.port, "CLUSTER", "SET-CONFIG-EPOCH", str(index + 1))
+            self._probe(node.port, "CLUSTER", "ADDSLOTSRANGE", str(index * share), str(last))
+            self._probe(node.port, "CLUSTER", "SET-CONFIG-EPOCH", str(index + 1))
             if node is not first:
                 bus_port = node.args[node.args.index("--cluster-port") + 1]
-                probe(first.port, "CLUSTER", "MEET", HOST, str(node.port), bus_port)
+                self._probe(first.port, "CLUSTER", "MEET", HOST, str(node.port), bus_port)
 
     def _create(self) -> None:
         """`redis-cli --cluster create`: slots, epochs, MEET, then replicas, as operators do."""
@@ -447,6 +478,10 @@ class ClusterSet(_Topology):
             *("--cluster", "create", *(f"{HOST}:{node.port}" for node in self.nodes)),
             *("--cluster-replicas", str(self.replicas_per_master), "--cluster-yes"),
         ]
+        if self.certs is not None:
+            certs = self.certs
+            argv += ["--tls", "--cacert", str(certs.ca_cert)]
+            argv += ["--cert", str(certs.client_cert), "--key", str(certs.client_key)]
         log = self.log_dir / "redis-cli-create.log"
         with log.open("ab") as out:
             done = subprocess.run(
@@ -458,7 +493,7 @@ class ClusterSet(_Topology):
     def _formed(self) -> bool:
         """Every node: state ok, every slot served, the same healthy view of the whole
         cluster with the expected masters and replicas; every replica in sync."""
-        views = [cluster_view(node.port) for node in self.nodes]
+        views = [self._cluster_view(node.port) for node in self.nodes]
         shapes = {frozenset((n.node_id, n.master_id) for n in view) for view in views}
         view = views[0]
         replicas = [node for node in view if not node.is_master]
@@ -467,12 +502,12 @@ class ClusterSet(_Topology):
             and all(node.healthy for view in views for node in view)
             and len(view) == len(self.nodes)
             and len(replicas) == self.masters * self.replicas_per_master
-            and all(_cluster_ok(node.port) for node in self.nodes)
-            and all(replica_in_sync(node.port) for node in replicas)
+            and all(self._ok(node.port) for node in self.nodes)
+            and all(self._in_sync(node.port) for node in replicas)
         )
 
     def _view(self) -> list[ClusterMember]:
-        return cluster_view(self._running()[0].port)
+        return self._cluster_view(self._running()[0].port)
 
     def master_for_slot(self, slot: int) -> RedisProcess:
         """The process of the master serving `slot`, as the first running node sees it."""
@@ -508,7 +543,48 @@ class ClusterSet(_Topology):
 
     def _promoted(self, handover: _Handover) -> bool:
         return all(
-            _cluster_ok(node.port) and self._handed_over(cluster_view(node.port), handover)
+            self._ok(node.port) and self._handed_over(self._cluster_view(node.port), handover)
+            for node in self._running()
+        )
+
+    def start_migration(self, slot: int, target_port: int) -> int:
+        """Start moving `slot` from its master to the master on `target_port`, as
+        `redis-cli --cluster reshard` does (IMPORTING, MIGRATING, then MIGRATE of every key
+        in it), and stop before the slot changes hands: its keys now live on the target
+        and the source answers for them with ASK. Returns the source's port;
+        `finish_migration` completes the move."""
+        source_port = self.master_for_slot(slot).port
+        source_id, target_id = (
+            self._probe(port, "CLUSTER", "MYID") for port in (source_port, target_port)
+        )
+        self._probe(target_port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        self._probe(source_port, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        keys = self._probe(source_port, "CLUSTER", "GETKEYSINSLOT", str(slot), "1000")
+        if keys:
+            self._probe(
+                source_port, "MIGRATE", HOST, str(target_port), "", "0", "5000", "KEYS", *keys
+            )
+        return source_port
+
+    def finish_migration(self, slot: int, target_port: int) -> None:
+        """Hand `slot` to the master on `target_port` on every master (SETSLOT NODE), the
+        target first; Redis then drops the slot's sharded subscriptions elsewhere."""
+        target_id = self._probe(target_port, "CLUSTER", "MYID")
+        masters = [n.port for n in self._view() if n.is_master and n.healthy]
+        for port in sorted(masters, key=lambda p: p != target_port):
+            self._probe(port, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+        self._poll(
+            lambda: self._serves_everywhere(slot, target_port), "slot moved", START_TIMEOUT_S
+        )
+
+    def _serves_everywhere(self, slot: int, port: int) -> bool:
+        """Every running node sees the master on `port` serve `slot`, and is ok."""
+        return all(
+            self._ok(node.port)
+            and any(
+                member.port == port and member.serves(slot)
+                for member in self._cluster_view(node.port)
+            )
             for node in self._running()
         )
 
@@ -714,6 +790,17 @@ async def create_acl_user(
         if client is not client_or_url:
             await client.aclose()
     return with_credentials(url, username, password)
+
+
+async def create_cluster_acl_user(
+    cluster: ClusterSet, username: str, password: str, rule: Sequence[str]
+) -> str:
+    """`create_acl_user` on every running node of `cluster` (Redis does not replicate ACL
+    users, and a replica may become a master); returns the cluster URL that logs in as it."""
+    for node in cluster.nodes:
+        if node.running:
+            await create_acl_user(node.url, username, password, rule)
+    return with_credentials(cluster.url, username, password)
 
 
 def _url_of(client: AsyncRedis) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError, ResponseError
 
 from counter_service.backoff import Backoff
 from counter_service.errors import StoreError
@@ -46,6 +46,20 @@ class SubscriptionLost(ConnectionError):
 # What a lost or refused connection raises; anything else is a bug, and is left to
 # the BackgroundTask to log with its traceback and restart.
 _CONNECTION_TROUBLE = (RedisError, RedisClusterException, OSError, StoreError)
+BRIEF_LIMIT = 200
+
+
+def brief(error: BaseException, limit: int = BRIEF_LIMIT) -> str:
+    """`error` as one short line for a log or a message: redis-py's MasterNotFoundError
+    alone carries the repr of every sentinel's client, thousands of characters."""
+    text = " ".join(str(error).split()).split(" : <redis.", 1)[0] or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _failed_attempt(error: BaseException) -> str:
+    if isinstance(error, (AuthenticationError, ResponseError)):
+        return "Redis refused the pub/sub connection"  # readiness names the setting
+    return "cannot reach Redis"
 
 
 class PubSubConnection(Protocol):
@@ -154,13 +168,18 @@ class Subscriber:
             try:
                 await self._connect_and_listen()
             except _CONNECTION_TROUBLE as exc:
-                self.last_error = exc
-                self.stats.failures += 1
-                delay = self._backoff.next_delay()
-                logger.warning(
-                    "pub/sub connection to Redis lost (%s); retrying in %.2fs", exc, delay
-                )
-                await asyncio.sleep(delay)
+                await self._retry_after(exc)
+
+    async def _retry_after(self, error: BaseException) -> None:
+        """One warning line per failed attempt, without traceback: this loop speaks for
+        the process during an outage (presence, for one, logs its failures at DEBUG)."""
+        lost = not self._backoff.failures and self.stats.subscribes > 0
+        self.last_error = error
+        self.stats.failures += 1
+        delay = self._backoff.next_delay()
+        what = "pub/sub connection to Redis lost" if lost else _failed_attempt(error)
+        logger.warning("%s (%s); retrying in %.2fs", what, brief(error), delay)
+        await asyncio.sleep(delay)
 
     async def _connect_and_listen(self) -> None:
         connection = self._connect()

@@ -10,16 +10,17 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import fakeredis
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from counter_service.pubsub.subscriber import PubSubConnection
 from counter_service.redis.shards import ShardPubSub
-from counter_service.redis.urls import RedisTarget, parse_redis_url
+from counter_service.redis.urls import TLS_OPTIONS, RedisTarget, parse_redis_url
 from counter_service.settings import Settings
 
 # How long a command waits for a free pooled connection before failing.
@@ -53,8 +54,11 @@ class Connections(Protocol):
         ...
 
 
-def tls_options(settings: Settings) -> dict[str, Any]:
-    """redis-py's TLS arguments from the settings (a `rediss` URL's query may add more)."""
+def tls_options(settings: Settings, target: RedisTarget) -> dict[str, Any]:
+    """redis-py's TLS arguments for `target` (none unless its scheme is TLS): the
+    settings' files, overridden by the URL's own TLS query options."""
+    if not target.tls:
+        return {}
     options: dict[str, Any] = {}
     for key, value in (
         ("ssl_ca_certs", settings.tls_ca_file),
@@ -63,7 +67,14 @@ def tls_options(settings: Settings) -> dict[str, Any]:
     ):
         if value:
             options[key] = value
-    return options
+    return options | {k: v for k, v in target.options.items() if k in TLS_OPTIONS}
+
+
+def _url_options(target: RedisTarget, subscriber: bool = False) -> dict[str, Any]:
+    """The URL's other query options. Not its socket_timeout for the subscription: a
+    quiet channel is normal there, and the subscriber has its own probes."""
+    skip = ("socket_timeout",) if subscriber else ()
+    return {k: v for k, v in target.options.items() if k not in TLS_OPTIONS and k not in skip}
 
 
 def _subscriber_options(name: str) -> dict[str, Any]:
@@ -84,6 +95,31 @@ def _command_options(name: str) -> dict[str, Any]:
         "socket_keepalive": True,
         "client_name": f"{name}:commands",
     }
+
+
+def _server_options(settings: Settings, target: RedisTarget) -> dict[str, Any]:
+    """Where one server is and how to log in: redis-py connection pool arguments."""
+    options: dict[str, Any] = {
+        "db": target.db,
+        "username": target.username,
+        "password": target.password,
+    }
+    if target.socket_path is not None:
+        return options | {
+            "connection_class": UnixDomainSocketConnection,
+            "path": target.socket_path,
+        }
+    [(host, port)] = target.hosts
+    tls = tls_options(settings, target)
+    connection_class = SSLConnection if target.tls else Connection
+    return options | {"connection_class": connection_class, "host": host, "port": port, **tls}
+
+
+def _for_socket(options: dict[str, Any], target: RedisTarget) -> dict[str, Any]:
+    # A Unix socket has no TCP keepalive (redis-py refuses the argument there).
+    if target.socket_path is None:
+        return options
+    return {k: v for k, v in options.items() if k != "socket_keepalive"}
 
 
 class ServerPubSub:
@@ -116,17 +152,18 @@ class ServerConnections:
 
     sharded = False
 
-    def __init__(self, settings: Settings, name: str) -> None:
+    def __init__(self, settings: Settings, name: str, target: RedisTarget | None = None) -> None:
         assert settings.redis_url is not None
-        self._url = settings.redis_url
+        target = target or parse_redis_url(settings.redis_url)
         self._name = name
-        self._tls = tls_options(settings) if settings.redis_url.startswith("rediss") else {}
-        pool = BlockingConnectionPool.from_url(
-            self._url,
+        self._target = target
+        self._server = _server_options(settings, target)
+        options = _for_socket(_command_options(name) | _url_options(target), target)
+        pool = BlockingConnectionPool(
             max_connections=settings.max_connections,
             timeout=POOL_TIMEOUT_S,
-            **_command_options(name),
-            **self._tls,
+            **options,
+            **self._server,
         )
         self._commands = Redis(connection_pool=pool)
 
@@ -135,8 +172,11 @@ class ServerConnections:
         return self._commands
 
     def new_pubsub(self) -> PubSubConnection:
-        client = Redis.from_url(self._url, **_subscriber_options(self._name), **self._tls)
-        return ServerPubSub(client)
+        options = _subscriber_options(self._name) | _url_options(self._target, subscriber=True)
+        pool = ConnectionPool(
+            max_connections=1, **_for_socket(options, self._target), **self._server
+        )
+        return ServerPubSub(Redis.from_pool(pool))
 
     async def aclose(self) -> None:
         # A pool passed in explicitly is not closed by the client unless asked.
@@ -157,16 +197,18 @@ class SentinelConnections:
     def __init__(self, settings: Settings, target: RedisTarget, name: str) -> None:
         self._name = name
         self._target = target
-        tls = {"ssl": True, **tls_options(settings)} if target.tls else {}
-        sentinel_tls = {"ssl": True, **tls_options(settings)} if target.tls else {}
+        # The sentinels get the URL's connection and TLS options too (with rediss+ they
+        # speak TLS as the data nodes do), and no retries: they are asked in turn, and
+        # whoever asked retries on its own.
+        tls = {"ssl": True, **tls_options(settings, target)} if target.tls else {}
+        sentinel_options = {"socket_connect_timeout": CONNECT_TIMEOUT_S, **_url_options(target)}
         self._sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             list(target.hosts),
-            sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT_S, **sentinel_tls},
+            sentinel_kwargs={**sentinel_options, **tls, "retry": Retry(NoBackoff(), 0)},
             username=target.username,
             password=target.password,
             db=target.db,
             **tls,
-            **target.options,
         )
         self._commands = self._sentinel.master_for(
             target.service,
@@ -174,14 +216,21 @@ class SentinelConnections:
             max_connections=settings.max_connections,
             timeout=POOL_TIMEOUT_S,
             **_command_options(name),
+            **_url_options(target),
         )
+
+    @property
+    def sentinel(self) -> Sentinel:
+        """The sentinels, for asking them directly (the start probe does)."""
+        return self._sentinel
 
     @property
     def commands(self) -> Redis:
         return self._commands  # type: ignore[no-any-return]  # redis-py leaves it unannotated
 
     def new_pubsub(self) -> PubSubConnection:
-        client = self._sentinel.master_for(self._target.service, **_subscriber_options(self._name))
+        options = _subscriber_options(self._name) | _url_options(self._target, subscriber=True)
+        client = self._sentinel.master_for(self._target.service, **options)
         return ServerPubSub(client)
 
     async def aclose(self) -> None:
@@ -208,18 +257,19 @@ class ClusterConnections:
             **self._options(options),
         )
 
-    def _options(self, options: dict[str, Any]) -> dict[str, Any]:
+    def _options(self, options: dict[str, Any], subscriber: bool = False) -> dict[str, Any]:
         """Credentials, TLS and the URL's options added to `options`."""
-        tls = {"ssl": True, **tls_options(self._settings)} if self._target.tls else {}
-        credentials = {"username": self._target.username, "password": self._target.password}
-        return {**options, **credentials, **tls, **self._target.options}
+        target = self._target
+        tls = {"ssl": True, **tls_options(self._settings, target)} if target.tls else {}
+        credentials = {"username": target.username, "password": target.password}
+        return {**options, **_url_options(target, subscriber), **credentials, **tls}
 
     @property
     def commands(self) -> RedisCluster:
         return self._commands
 
     def new_pubsub(self) -> PubSubConnection:
-        options = self._options(_subscriber_options(self._name))
+        options = self._options(_subscriber_options(self._name), subscriber=True)
 
         def connect(host: str, port: int) -> Redis:
             return Redis(host=host, port=port, **options)
@@ -266,4 +316,4 @@ def connections_for(settings: Settings, name: str = "counter-service") -> Connec
         return SentinelConnections(settings, target, name)
     if target.kind == "cluster":
         return ClusterConnections(settings, target, name)
-    return ServerConnections(settings, name)
+    return ServerConnections(settings, name, target)

@@ -4,6 +4,10 @@ Every script checks the keys it will change before it writes anything: Redis doe
 roll a script back, so a check after the first write would leave half a change.
 Values and versions are read back with GET: Lua numbers are doubles and would print
 large integers in exponent form.
+
+Every command goes through `call`, which fails like `redis.call` but appends the command's
+name to what Redis said: Redis 7.0 reports a command an ACL forbids inside a script
+without naming it, and an operator needs the name to fix the rule.
 """
 
 # problem(key, is_value): why `key` is not a counter key, or nil if it is one (or absent).
@@ -11,6 +15,14 @@ large integers in exponent form.
 # digits, so INCR can never overflow it. Lua numbers are doubles, so the 64-bit bound
 # is checked on the digits: equal-length digit strings compare like the numbers.
 _CHECKS = """
+local function call(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply['err'] then
+    local command = ...
+    error({err = reply['err'] .. ' (' .. string.upper(command) .. ')'})
+  end
+  return reply
+end
 local function in_int64(text)
   local negative = string.sub(text, 1, 1) == '-'
   local digits = negative and string.sub(text, 2) or text
@@ -18,10 +30,10 @@ local function in_int64(text)
   return digits <= (negative and '9223372036854775808' or '9223372036854775807')
 end
 local function problem(key, is_value)
-  local kind = redis.call('TYPE', key)['ok']
+  local kind = call('TYPE', key)['ok']
   if kind == 'none' then return nil end
   if kind ~= 'string' then return 'holds a ' .. kind .. ', not a counter' end
-  local text = redis.call('GET', key)
+  local text = call('GET', key)
   local digits = is_value and '^%-?[1-9]%d*$' or '^[1-9]%d*$'
   local longest = is_value and 20 or 18
   if text ~= '0' and (#text > longest or not string.match(text, digits)) then
@@ -34,7 +46,7 @@ local function corrupt(key, why)
   return redis.error_reply('CORRUPT ' .. key .. ' ' .. why)
 end
 local function now_ms()
-  local now = redis.call('TIME')
+  local now = call('TIME')
   return now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
 end
 local function event(name, value, version)
@@ -52,17 +64,22 @@ for i = 1, 2 do
   local why = problem(KEYS[i], i == 1)
   if why then return corrupt(KEYS[i], why) end
 end
+-- The checks passed, so INCRBY can only overflow; any other error (a missing ACL
+-- permission, OOM, a read-only replica) is Redis's and goes back as it is.
 local added = redis.pcall('INCRBY', KEYS[1], ARGV[3])
 if type(added) == 'table' and added['err'] then
   if string.find(added['err'], 'overflow') then
     return redis.error_reply('OVERFLOW ' .. KEYS[1] .. ' ' .. added['err'])
   end
-  return corrupt(KEYS[1], 'holds a value outside a 64-bit integer')
+  if string.find(added['err'], 'not an integer') then
+    return corrupt(KEYS[1], 'holds a value outside a 64-bit integer')
+  end
+  return redis.error_reply(added['err'] .. ' (INCRBY)')
 end
-redis.call('INCR', KEYS[2])
-local value = redis.call('GET', KEYS[1])
-local version = redis.call('GET', KEYS[2])
-redis.call(ARGV[4], ARGV[1], event(ARGV[2], value, version))
+call('INCR', KEYS[2])
+local value = call('GET', KEYS[1])
+local version = call('GET', KEYS[2])
+call(ARGV[4], ARGV[1], event(ARGV[2], value, version))
 return {value, version}
 """
 )
@@ -75,7 +92,7 @@ for i = 1, 2 do
   local why = problem(KEYS[i], i == 1)
   if why then return corrupt(KEYS[i], why) end
 end
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+return {call('GET', KEYS[1]), call('GET', KEYS[2])}
 """
 )
 
@@ -89,35 +106,35 @@ return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
 PRESENCE = (
     _CHECKS
     + """
-local now = redis.call('TIME')
+local now = call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
-if problem(KEYS[2], true) then redis.call('DEL', KEYS[2]) end
-if problem(KEYS[3], false) then redis.call('DEL', KEYS[3]) end
+local kind = call('TYPE', KEYS[1])['ok']
+if kind ~= 'hash' and kind ~= 'none' then call('DEL', KEYS[1]) end
+if problem(KEYS[2], true) then call('DEL', KEYS[2]) end
+if problem(KEYS[3], false) then call('DEL', KEYS[3]) end
 if tonumber(ARGV[2]) < 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
+  call('HDEL', KEYS[1], ARGV[1])
 else
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. string.format('%d', now_ms + ARGV[3]))
+  call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. string.format('%d', now_ms + ARGV[3]))
 end
 local total = 0
-local fields = redis.call('HGETALL', KEYS[1])
+local fields = call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
   local count, deadline = string.match(fields[i + 1], '^(%d+):(%d+)$')
   if count and tonumber(deadline) > now_ms then
     total = total + tonumber(count)
   else
-    redis.call('HDEL', KEYS[1], fields[i])
+    call('HDEL', KEYS[1], fields[i])
   end
 end
 total = string.format('%d', total)
-if redis.call('GET', KEYS[2]) == total then
-  return {total, redis.call('GET', KEYS[3]) or '0'}
+if call('GET', KEYS[2]) == total then
+  return {total, call('GET', KEYS[3]) or '0'}
 end
-redis.call('SET', KEYS[2], total)
-redis.call('INCR', KEYS[3])
-local version = redis.call('GET', KEYS[3])
-redis.call(ARGV[6], ARGV[4], event(ARGV[5], total, version))
+call('SET', KEYS[2], total)
+call('INCR', KEYS[3])
+local version = call('GET', KEYS[3])
+call(ARGV[6], ARGV[4], event(ARGV[5], total, version))
 return {total, version}
 """
 )

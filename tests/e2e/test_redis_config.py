@@ -1,30 +1,51 @@
-"""Configuration errors stop `serve` at once with one line; an outage does not."""
+"""Configuration errors stop `serve` at once with one line naming the fix; an outage does
+not (one warning line per attempt, one when it is back); a configuration error that
+appears later is named by /readyz until it is fixed. The start probe runs every command the
+service will, as its user: each permission of the documented ACL rules is checked."""
 
 import asyncio
+import contextlib
+import json
+import logging
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
-from counter_service.devtools.fleet import RedisProcess, ServerProcess, free_port
+from counter_service.devtools.fleet import RedisProcess, ServerProcess, free_port, free_ports
 from counter_service.devtools.topologies import (
+    ClusterSet,
+    SentinelProcess,
     TlsRedis,
     ToolMissing,
     create_acl_user,
+    create_cluster_acl_user,
     make_certificates,
     with_credentials,
 )
-from tests.e2e.test_production_redis import documented_acl_rule
+from counter_service.redis.probe import RedisConfigError, check_redis
+from counter_service.settings import DEFAULT_NAMESPACE, Settings
+from tests.e2e.test_production_redis import (
+    CLUSTER_NEEDS,
+    PLAIN_NEEDS,
+    documented_acl_rule,
+    documented_acl_rules,
+)
 from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
 EXIT_DEADLINE_S = 30.0
+WAIT_S = 30.0
+NAMESPACE_KEYS, NAMESPACE_CHANNELS = f"~{DEFAULT_NAMESPACE}:*", f"&{DEFAULT_NAMESPACE}:*"
 
 
 def serve(url: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,24 +58,151 @@ def serve(url: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def one_line_naming(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    """Exit status 1 and nothing on stderr but one short line that names `words`."""
     assert done.returncode == 1, done.stderr[-2000:]
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("counter-service serve: ")
-    assert all(word in last for word in words), last
-    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("counter-service serve: ")
+    assert all(word in line for word in words), line
+    assert len(line) < 300, line
+
+
+def without(rule: list[str], token: str) -> list[str]:
+    assert token in rule
+    return [t for t in rule if t != token]
+
+
+# The start probe, in process: every permission is needed, and a missing one is named.
+
+
+@pytest.fixture(scope="module")
+def acl_server() -> Iterator[RedisProcess]:
+    server = RedisProcess(Path(tempfile.mkdtemp(prefix="acl-"))).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def probe_as(server: RedisProcess, rule: list[str], **settings: Any) -> None:
+    """`check_redis` as a user with `rule`, on database 1 (so SELECT is needed)."""
+    url = await create_acl_user(server.url, "prober", "pw", rule)
+    await check_redis(Settings(redis_url=url.rsplit("/", 1)[0] + "/1", **settings))
+
+
+async def test_the_documented_rule_passes_the_start_probe(acl_server: RedisProcess) -> None:
+    await probe_as(acl_server, documented_acl_rule())
+
+
+@pytest.mark.parametrize("permission", PLAIN_NEEDS)
+async def test_the_start_probe_names_each_missing_permission(
+    acl_server: RedisProcess, permission: str
+) -> None:
+    with pytest.raises(RedisConfigError) as caught:
+        await probe_as(acl_server, without(documented_acl_rule(), permission))
+    assert f"add {permission} to its ACL rule" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "kind"), [(NAMESPACE_KEYS, "keys"), (NAMESPACE_CHANNELS, "channels")]
+)
+async def test_the_start_probe_names_missing_keys_and_channels(
+    acl_server: RedisProcess, pattern: str, kind: str
+) -> None:
+    with pytest.raises(RedisConfigError) as caught:
+        await probe_as(acl_server, without(documented_acl_rule(), pattern))
+    assert f"may not use the namespace's {kind}: add {pattern[0]}<namespace>:*" in str(caught.value)
+
+
+async def test_wait_replicas_needs_wait_and_a_late_replica_is_only_a_warning(
+    acl_server: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    wait = {"wait_replicas": 1, "wait_timeout_ms": 10}
+    with pytest.raises(RedisConfigError, match=r"add \+wait to its ACL rule"):
+        await probe_as(acl_server, documented_acl_rule(), **wait)
+    await probe_as(acl_server, [*documented_acl_rule(), "+wait"], **wait)  # no replica: warns
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "0 of 1 replicas" in warning.getMessage()
+    assert "COUNTER_WAIT_REPLICAS" in warning.getMessage()
+
+
+async def test_the_probe_leaves_no_key_behind(acl_server: RedisProcess) -> None:
+    await probe_as(acl_server, documented_acl_rule())
+    async with Redis.from_url(acl_server.url.rsplit("/", 1)[0] + "/1") as admin:
+        assert await admin.keys("*") == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "warned"), [("allkeys-lru", True), ("volatile-lru", False), ("noeviction", False)]
+)
+async def test_an_eviction_policy_that_can_drop_counters_is_warned_about(
+    acl_server: RedisProcess, caplog: pytest.LogCaptureFixture, policy: str, warned: bool
+) -> None:
+    async with Redis.from_url(acl_server.url) as admin:
+        await admin.config_set("maxmemory-policy", policy)
+        try:
+            await check_redis(Settings(redis_url=acl_server.url))
+        finally:
+            await admin.config_set("maxmemory-policy", "noeviction")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if warned:
+        [warning] = warnings
+        assert f"maxmemory-policy is {policy}" in warning
+        assert "noeviction" in warning
+    else:
+        assert warnings == []
+
+
+@pytest.fixture(scope="module")
+def acl_cluster() -> Iterator[ClusterSet]:
+    try:
+        topology = ClusterSet(Path(tempfile.mkdtemp(prefix="acl-cluster-")), replicas_per_master=0)
+        topology.start()
+    except ToolMissing as exc:
+        pytest.skip(str(exc))
+    try:
+        yield topology
+    finally:
+        topology.stop()
+
+
+async def probe_cluster_as(cluster: ClusterSet, rule: list[str], password: str = "pw") -> None:
+    url = await create_cluster_acl_user(cluster, "prober", "pw", rule)
+    await check_redis(Settings(redis_url=with_credentials(url, "prober", password)))
+
+
+async def test_the_documented_cluster_rule_passes_the_start_probe(acl_cluster: ClusterSet) -> None:
+    await probe_cluster_as(acl_cluster, documented_acl_rules()[1])
+
+
+# ASKING is only sent while a slot migrates: test_production_redis covers it.
+@pytest.mark.parametrize("permission", [p for p in CLUSTER_NEEDS if p != "+asking"])
+async def test_the_start_probe_names_each_missing_permission_on_a_cluster(
+    acl_cluster: ClusterSet, permission: str
+) -> None:
+    with pytest.raises(RedisConfigError) as caught:
+        await probe_cluster_as(acl_cluster, without(documented_acl_rules()[1], permission))
+    assert f"add {permission} to its ACL rule" in str(caught.value)
+
+
+async def test_a_wrong_password_on_a_cluster_names_the_password(acl_cluster: ClusterSet) -> None:
+    with pytest.raises(RedisConfigError, match="user name or password: fix them in the Redis URL"):
+        await probe_cluster_as(acl_cluster, documented_acl_rules()[1], password="wrong")
+
+
+# `serve` itself: exit status 1 and one line.
 
 
 async def test_a_wrong_password(redis_server: RedisProcess) -> None:
-    url = await create_acl_user(redis_server.url, "alice", "right", documented_acl_rule())
+    await create_acl_user(redis_server.url, "alice", "right", documented_acl_rule())
     wrong = with_credentials(redis_server.url, "alice", "wrong")
     one_line_naming(await asyncio.to_thread(serve, wrong), "password", "REDIS_URL")
-    assert url  # the right one works: see test_production_redis
 
 
 async def test_a_missing_acl_permission(redis_server: RedisProcess) -> None:
-    rule = [t for t in documented_acl_rule() if t != "+evalsha"]
-    url = await create_acl_user(redis_server.url, "bob", "pw", rule)
-    one_line_naming(await asyncio.to_thread(serve, url), "permission", "evalsha", "ACL rule")
+    url = await create_acl_user(
+        redis_server.url, "bob", "pw", without(documented_acl_rule(), "+hset")
+    )
+    one_line_naming(await asyncio.to_thread(serve, url), "may not run HSET", "add +hset", "ACL")
 
 
 def test_a_database_the_server_does_not_have(redis_server: RedisProcess) -> None:
@@ -62,17 +210,42 @@ def test_a_database_the_server_does_not_have(redis_server: RedisProcess) -> None
     one_line_naming(serve(url), "database number", "REDIS_URL")
 
 
-def test_a_certificate_that_does_not_verify(tmp_path: Path) -> None:
+def test_a_bad_url_value(redis_server: RedisProcess) -> None:
+    one_line_naming(serve(redis_server.url + "?socket_timeout=abc"), "socket_timeout", "number")
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> Any:
     try:
-        certs = make_certificates(tmp_path / "certs")
+        return make_certificates(tmp_path / "certs")
     except ToolMissing as exc:
         pytest.skip(str(exc))
-    server = TlsRedis(tmp_path, certs, require_client_cert=False).start()
+
+
+def test_a_certificate_that_does_not_verify(tmp_path: Path, certificates: Any) -> None:
+    server = TlsRedis(tmp_path, certificates, require_client_cert=False).start()
     try:
-        done = serve(server.url, {"COUNTER_TLS_CA_FILE": str(certs.other_ca_cert)})
+        done = serve(server.url, {"COUNTER_TLS_CA_FILE": str(certificates.other_ca_cert)})
         one_line_naming(done, "does not verify", "COUNTER_TLS_CA_FILE")
     finally:
         server.stop()
+
+
+def test_a_plain_url_for_a_tls_server(tmp_path: Path, certificates: Any) -> None:
+    server = TlsRedis(tmp_path, certificates, require_client_cert=False).start()
+    try:
+        done = serve(server.url.replace("rediss://", "redis://"))
+        one_line_naming(done, "speaks TLS only", "rediss://")
+    finally:
+        server.stop()
+
+
+def test_a_tls_url_for_a_plain_server(redis_server: RedisProcess, certificates: Any) -> None:
+    done = serve(
+        redis_server.url.replace("redis://", "rediss://"),
+        {"COUNTER_TLS_CA_FILE": str(certificates.ca_cert)},
+    )
+    one_line_naming(done, "does not speak TLS", "redis://")
 
 
 def test_a_cluster_url_for_a_single_server(redis_server: RedisProcess) -> None:
@@ -80,31 +253,129 @@ def test_a_cluster_url_for_a_single_server(redis_server: RedisProcess) -> None:
     one_line_naming(serve(url), "not a cluster", "redis://")
 
 
-async def test_an_unreachable_redis_is_retried_quietly_until_it_is_back(tmp_path: Path) -> None:
-    redis = RedisProcess(tmp_path)  # not started yet
-    server = ServerProcess(tmp_path, redis.url)
-    server._spawn([sys.executable, "-m", "counter_service", "serve", "--port", str(server.port)],
-                  {**os.environ, "REDIS_URL": redis.url})  # fmt: skip
+def test_a_sentinel_service_nobody_monitors(tmp_path: Path, redis_server: RedisProcess) -> None:
+    sentinel = SentinelProcess(tmp_path, free_port(), "mymaster", redis_server.port).start()
     try:
-        await eventually(lambda: status(server, "/healthz") == 200, 30, "serving")
-        assert status(server, "/readyz") == 503
-        await asyncio.sleep(1.5)  # a few attempts
-        redis.start()
-        await eventually(lambda: status(server, "/readyz") == 200, 30, "ready once Redis is up")
+        done = serve(f"redis+sentinel://127.0.0.1:{sentinel.port}/elsewhere/0")
+        one_line_naming(done, "no master named 'elsewhere'", "REDIS_URL")
+    finally:
+        sentinel.stop()
+
+
+# Outages: serve starts, is not ready, names no configuration error, and retries.
+
+
+@pytest.mark.parametrize("scheme", ["redis+sentinel", "redis+cluster"])
+async def test_no_reachable_sentinel_or_seed_node_is_an_outage(tmp_path: Path, scheme: str) -> None:
+    hosts = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    url = f"{scheme}://{hosts}" + ("/mymaster/0" if "sentinel" in scheme else "")
+    async with spawned(tmp_path, url) as server:
+        await eventually(lambda: failures(server) >= 2, WAIT_S, "two failed attempts")
+        status, body = readyz(server)
+        assert status == 503
+        assert "redis_configuration" not in body
+        assert body["redis_reachable"] is False
         log = server.log_tail(10_000)
-        assert "unreachable" in log or "retrying" in log
+        warnings = [line for line in log.splitlines() if " WARNING " in line]
+        assert "is unreachable" in warnings[0]
+        assert all(len(line) < 400 for line in warnings)  # no repr of every sentinel
         assert "Traceback" not in log
-        assert "is back" in log
+
+
+async def test_an_unreachable_redis_is_one_warning_per_attempt_until_it_is_back(
+    tmp_path: Path,
+) -> None:
+    redis = RedisProcess(tmp_path)  # not started yet
+    async with spawned(tmp_path, redis.url) as server:
+        await eventually(lambda: failures(server) >= 3, WAIT_S, "three failed attempts")
+        before, log, after = failures(server), server.log_tail(10_000), failures(server)
+        probe_line, *attempts = [line for line in log.splitlines() if " WARNING " in line]
+        assert "counter_service.redis.probe: Redis at" in probe_line
+        assert "is unreachable" in probe_line
+        # Only the subscriber speaks for the outage, once per attempt; presence is quiet.
+        assert all("counter_service.pubsub.subscriber: cannot reach Redis" in a for a in attempts)
+        assert before <= len(attempts) <= after
+        redis.start()
+        try:
+            await eventually(lambda: readyz(server)[0] == 200, WAIT_S, "ready once Redis is up")
+            log = server.log_tail(10_000)
+        finally:
+            redis.stop()
+    assert len([line for line in log.splitlines() if "is back" in line]) == 1
+    assert "Traceback" not in log
+
+
+# A configuration error that appears while serving.
+
+
+async def test_a_later_configuration_error_is_named_by_readyz_until_it_is_fixed(
+    tmp_path: Path, redis_server: RedisProcess
+) -> None:
+    url = await create_acl_user(redis_server.url, "carol", "pw", documented_acl_rule())
+    admin = Redis.from_url(redis_server.url)
+    env = {"COUNTER_PRESENCE_TTL": "2"}  # a presence report every 0.5 s
+    try:
+        async with spawned(tmp_path, url, env) as server:
+            await eventually(lambda: readyz(server)[0] == 200, WAIT_S, "ready")
+            await admin.execute_command("ACL", "SETUSER", "carol", "-hset")
+            await eventually(lambda: "+hset" in problems(server), WAIT_S, "HSET named")
+            assert readyz(server)[0] == 503  # PING and the relay work, presence does not
+            await admin.execute_command("ACL", "SETUSER", "carol", "+hset")
+            await eventually(lambda: problems(server) == "", WAIT_S, "cleared")
+            await eventually(lambda: readyz(server)[0] == 200, WAIT_S, "ready again")
+            # A new password, and every connection of the user dropped: reconnects fail.
+            await admin.execute_command("ACL", "SETUSER", "carol", "resetpass", ">new")
+            await admin.client_kill_filter(user="carol")
+            await eventually(lambda: "password" in problems(server), WAIT_S, "password named")
+            assert readyz(server)[0] == 503
+            await admin.execute_command("ACL", "SETUSER", "carol", "resetpass", ">pw")
+            # Cleared as each part gets through again (presence within its next report).
+            await eventually(lambda: readyz(server)[0] == 200, WAIT_S, "ready again")
+            await eventually(lambda: problems(server) == "", WAIT_S, "nothing named")
+            assert "Traceback" not in server.log_tail(10_000)
+    finally:
+        await admin.aclose()
+
+
+@contextlib.asynccontextmanager
+async def spawned(
+    tmp_path: Path, url: str, env: dict[str, str] | None = None
+) -> AsyncIterator[ServerProcess]:
+    """`serve` on `url`, answering HTTP (ready or not), always stopped."""
+    server = ServerProcess(tmp_path, url)
+    argv = [sys.executable, "-m", "counter_service", "serve", "--port", str(server.port)]
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("COUNTER_", "REDIS"))}
+    server._spawn(argv, {**inherited, "REDIS_URL": url, **(env or {})})
+    try:
+        await eventually(lambda: status(server, "/healthz") == 200, WAIT_S, "serving")
+        yield server
     finally:
         server.stop()
-        redis.stop()
 
 
-def status(server: ServerProcess, path: str) -> int | Any:
+def status(server: ServerProcess, path: str) -> int | None:
     try:
         with urllib.request.urlopen(server.url + path, timeout=2) as response:
-            return response.status
+            return int(response.status)
     except urllib.error.HTTPError as error:
         return error.code
     except OSError:
         return None
+
+
+def readyz(server: ServerProcess) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(server.url + "/readyz", timeout=5) as response:
+            return response.status, dict(json.load(response))
+    except urllib.error.HTTPError as error:
+        return error.code, dict(json.load(error))
+
+
+def problems(server: ServerProcess) -> str:
+    """What /readyz names under `redis_configuration`, joined ('' for nothing)."""
+    return " | ".join(readyz(server)[1].get("redis_configuration", []))
+
+
+def failures(server: ServerProcess) -> int:
+    with urllib.request.urlopen(server.url + "/metrics.json", timeout=5) as response:
+        return int(json.load(response)["subscriber"]["failures"])

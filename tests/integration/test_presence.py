@@ -1,7 +1,11 @@
 import asyncio
+import logging
 
+import pytest
 from redis.asyncio import Redis
 
+from counter_service.devtools.fleet import RedisProcess
+from counter_service.devtools.topologies import create_acl_user
 from counter_service.names import Names
 from counter_service.presence import Presence
 from counter_service.redis.store import CounterStore
@@ -57,6 +61,54 @@ async def test_disconnects_never_count_below_zero(redis_client: Redis) -> None:
     presence = Presence(CounterStore(redis_client, NAMES), "w", ttl_s=8.0, min_gap=0.01)
     presence.disconnected()
     assert presence.live == 0
+
+
+def presence_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "counter_service.presence" and r.levelno >= logging.WARNING
+    ]
+
+
+async def test_an_outage_is_left_to_the_subscriber_to_report(
+    redis_server: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = Redis.from_url(redis_server.url, socket_connect_timeout=0.5)
+    presence = Presence(CounterStore(client, NAMES), "w", ttl_s=1.0, min_gap=0.01)
+    await presence.start()
+    try:
+        await eventually(lambda: presence.healthy)
+        redis_server.stop()
+        await eventually(lambda: not presence.healthy, what="the report failed")
+        await eventually(
+            lambda: sum("presence report failed" in r.getMessage() for r in caplog.records) >= 3,
+            what="three failed reports",
+        )
+        assert presence_warnings(caplog) == []  # each at DEBUG only
+        redis_server.start()
+        await eventually(lambda: presence.healthy, what="reporting again")
+    finally:
+        await presence.stop()
+        await client.aclose()
+
+
+async def test_a_refusal_is_one_warning_while_it_repeats(
+    redis_server: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = await create_acl_user(redis_server.url, "pat", "pw", ["~*", "&*", "+@all", "-hset"])
+    client = Redis.from_url(url)
+    presence = Presence(CounterStore(client, NAMES), "w", ttl_s=1.0, min_gap=0.01)
+    await presence.start()
+    try:
+        await eventually(lambda: presence._backoff.failures >= 3, what="three refused reports")
+        [warning] = presence_warnings(caplog)  # the summary holds the repeats back
+        assert "(HSET)" in warning
+        assert not presence.healthy
+    finally:
+        await presence.stop()
+        await client.aclose()
 
 
 async def eventually_online(redis: Redis, expected: int, timeout: float = 10.0) -> None:

@@ -1,24 +1,36 @@
 import asyncio
+import tempfile
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import fakeredis
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from counter_service.devtools.fleet import RedisProcess
+from counter_service.devtools.topologies import (
+    ClusterSet,
+    ToolMissing,
+    create_acl_user,
+    with_credentials,
+)
 from counter_service.errors import (
     CorruptCounter,
     CounterOverflow,
     InvalidCounterName,
     NotReplicated,
+    StoreError,
     StoreUnavailable,
 )
 from counter_service.events import CounterEvent, parse_event
 from counter_service.names import Names
+from counter_service.redis.probe import diagnose
 from counter_service.redis.store import CounterStore
+from tests.e2e.test_production_redis import documented_acl_rule
 
 NAMES = Names("test")
 
@@ -258,3 +270,206 @@ async def test_wait_acknowledges_only_what_a_replica_has(tmp_path: Path) -> None
         await client.aclose()
         replica.stop()
         master.stop()
+
+
+# Refusals inside the scripts: what Redis said, never a corrupt counter.
+
+
+async def test_out_of_memory_inside_the_script_is_a_store_error_saying_so(
+    store: CounterStore, redis_client: Redis
+) -> None:
+    await store.incr("clicks")
+    await redis_client.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(StoreError, match=r"maxmemory.*\(INCRBY\)"):
+            await store.incr("clicks")
+    finally:
+        await redis_client.config_set("maxmemory", "0")
+    assert await redis_client.get(NAMES.value("clicks")) == b"1"
+
+
+async def test_a_read_only_replica_is_a_store_error_saying_so(
+    tmp_path: Path, redis_server: RedisProcess
+) -> None:
+    replica = RedisProcess(tmp_path, args=["--replicaof", "127.0.0.1", str(redis_server.port)])
+    client = Redis.from_url(replica.start().url)
+    try:
+        with pytest.raises(StoreError, match="read only replica"):
+            await CounterStore(client, NAMES).incr("clicks")
+    finally:
+        await client.aclose()
+        replica.stop()
+
+
+@pytest.fixture
+async def acl_store(redis_server: RedisProcess) -> AsyncIterator[tuple[CounterStore, Redis]]:
+    """A store logged in as a user with the documented rule but INCRBY and WAIT, and an
+    admin client to change that user."""
+    rule = [t for t in documented_acl_rule() if t != "+incrby"]
+    rule = [t.replace("counter-service", NAMES.namespace) for t in rule]
+    url = await create_acl_user(redis_server.url, "dora", "pw", rule)
+    user, admin = Redis.from_url(url), Redis.from_url(redis_server.url)
+    try:
+        yield CounterStore(user, NAMES), admin
+    finally:
+        await user.aclose()
+        await admin.aclose()
+
+
+async def test_a_missing_permission_inside_the_script_names_the_command(
+    acl_store: tuple[CounterStore, Redis],
+) -> None:
+    store, _ = acl_store
+    with pytest.raises(StoreError) as caught:
+        await store.incr("clicks")
+    assert "(INCRBY)" in str(caught.value)
+    assert diagnose(caught.value) is not None
+    assert "add +incrby to its ACL rule" in str(diagnose(caught.value))
+
+
+async def test_refusals_are_kept_for_readiness_until_the_call_succeeds_again(
+    acl_store: tuple[CounterStore, Redis],
+) -> None:
+    store, admin = acl_store
+    assert (await store.read("clicks")).value == 0
+    with pytest.raises(StoreError):
+        await store.incr("clicks")
+    [error] = store.errors()
+    assert "+incrby" in str(diagnose(error))
+    await admin.execute_command("ACL", "SETUSER", "dora", "+incrby")
+    await store.incr("clicks")
+    assert store.errors() == []
+
+
+async def test_a_refused_wait_is_a_store_error_not_a_missing_replica(
+    acl_store: tuple[CounterStore, Redis],
+) -> None:
+    store, admin = acl_store
+    await admin.execute_command("ACL", "SETUSER", "dora", "+incrby")
+    waiting = CounterStore(store._client, NAMES, wait_replicas=1, wait_timeout_ms=10)
+    with pytest.raises(StoreError) as caught:
+        await waiting.incr("clicks")
+    assert not isinstance(caught.value, NotReplicated)
+    assert "+wait" in str(diagnose(caught.value))
+
+
+async def test_a_wrong_password_is_a_refusal_not_an_outage(redis_server: RedisProcess) -> None:
+    await create_acl_user(redis_server.url, "erin", "right", ["~*", "+@all"])
+    client = Redis.from_url(with_credentials(redis_server.url, "erin", "wrong"))
+    try:
+        with pytest.raises(StoreError) as caught:
+            await CounterStore(client, NAMES).incr("clicks")
+    finally:
+        await client.aclose()
+    assert not isinstance(caught.value, StoreUnavailable)
+    assert "password" in str(diagnose(caught.value))
+
+
+async def test_the_probe_runs_every_script_and_touches_no_counter(
+    store: CounterStore, redis_client: Redis
+) -> None:
+    await store.incr("probe", 5)  # a counter that happens to share the probe's hash tag
+    before = sorted(await redis_client.keys("*"))
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(NAMES.counter_channel("probe"))
+    try:
+        await pubsub.get_message(timeout=5)  # the confirmation
+        await store.probe("a-probe")
+        assert await pubsub.get_message(timeout=0.2) is None  # nothing on counter channels
+    finally:
+        await pubsub.aclose()
+    assert sorted(await redis_client.keys("*")) == before
+    assert await store.read("probe") == CounterEvent("probe", 5, 1)
+
+
+# A slot that migrates: redis-py's own ASK handling, and the store's.
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterSet]:
+    try:
+        topology = ClusterSet(Path(tempfile.mkdtemp(prefix="store-")), replicas_per_master=0)
+        topology.start()
+    except ToolMissing as exc:
+        pytest.skip(str(exc))
+    try:
+        yield topology
+    finally:
+        topology.stop()
+
+
+@pytest.fixture
+async def cluster_client(cluster: ClusterSet) -> AsyncIterator[RedisCluster]:
+    seeds = [ClusterNode("127.0.0.1", node.port) for node in cluster.nodes]
+    client = RedisCluster(startup_nodes=seeds)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def migrating(cluster: ClusterSet, client: RedisCluster, key: str) -> tuple[int, int]:
+    """Start moving `key`'s slot, keys and all, to another master, with two idle pooled
+    connections to it in `client` (what a busy worker has); (slot, target port)."""
+    slot = key_slot(key.encode())
+    source = cluster.master_for_slot(slot).port
+    target = next(node.port for node in cluster.nodes if node.port != source)
+    node = client.get_node(host="127.0.0.1", port=target)
+    assert node is not None
+    await asyncio.gather(*(client.execute_command("PING", target_nodes=node) for _ in range(2)))
+    await asyncio.to_thread(cluster.start_migration, slot, target)
+    return slot, target
+
+
+def test_redis_pys_cluster_nodes_hand_out_another_connection_after_asking() -> None:
+    """Pins why `store._on_node` follows ASK itself: redis-py 8.1's asyncio cluster sends
+    ASKING with one `execute_command` and the command with the next, and a node hands out
+    its longest-idle connection, so with two idle ones the command goes without ASKING.
+    When this fails, check whether redis-py's own ASK handling works and drop ours."""
+    node = ClusterNode("127.0.0.1", 1)  # nothing connects
+    first, second = node.acquire_connection(), node.acquire_connection()
+    node.release(first)
+    node.release(second)
+    asking = node.acquire_connection()
+    node.release(asking)
+    assert node.acquire_connection() is not asking
+
+
+async def test_increments_follow_a_slot_while_it_migrates(
+    cluster: ClusterSet, cluster_client: RedisCluster
+) -> None:
+    store = CounterStore(cluster_client, Names("test", sharded=True))
+    await store.incr("moving", 5)
+    await store.report_presence("w", 1, 10_000)
+    slot, target = await migrating(cluster, cluster_client, store._names.value("moving"))
+    try:
+        assert (await store.incr("moving")).value == 6
+        events = await store.incr_many([("moving", 1), ("moving", 1)])  # concurrent calls
+        assert sorted(e.value for e in events) == [7, 8]
+        assert (await store.read("moving")).value == 8
+    finally:
+        await asyncio.to_thread(cluster.finish_migration, slot, target)
+    assert cluster.master_for_slot(slot).port == target
+    assert (await store.incr("moving")).value == 9
+
+
+async def test_a_login_failure_is_forgotten_once_any_call_gets_through(
+    redis_server: RedisProcess, redis_client: Redis
+) -> None:
+    url = await create_acl_user(redis_server.url, "finn", "pw", ["~*", "&*", "+@all"])
+    client = Redis.from_url(url)
+    store = CounterStore(client, NAMES)
+    try:
+        await store.read("clicks")
+        await redis_client.execute_command("ACL", "SETUSER", "finn", "resetpass", ">new")
+        await redis_client.client_kill_filter(user="finn")
+        for _ in range(2):  # the first may find its pooled connection closed
+            with pytest.raises(StoreError):
+                await store.read("clicks")
+        [error] = store.errors()
+        assert "password" in str(diagnose(error))
+        await redis_client.execute_command("ACL", "SETUSER", "finn", "resetpass", ">pw")
+        await store.report_presence("w", 1, 10_000)  # not a read: it logged in all the same
+        assert store.errors() == []
+    finally:
+        await client.aclose()

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from counter_service.backoff import Backoff
 from counter_service.devtools.fleet import RedisProcess
-from counter_service.pubsub.subscriber import Subscriber
+from counter_service.pubsub.subscriber import BRIEF_LIMIT, Subscriber, brief
 from counter_service.redis.connections import ServerConnections
 from counter_service.settings import Settings
 from tests.support import eventually
@@ -108,10 +108,25 @@ async def test_an_outage_is_one_warning_per_attempt_without_tracebacks(
         await eventually(lambda: h.subscriber.subscribed, what="back")
     finally:
         await h.close()
-    lost = [r for r in caplog.records if "connection to Redis lost" in r.getMessage()]
-    assert len(lost) >= 3
-    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in lost)
-    assert any("is back" in r.getMessage() for r in caplog.records)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == h.subscriber.stats.failures  # one line per attempt, no more
+    lost, *attempts = [r.getMessage() for r in warnings]
+    assert lost.startswith("pub/sub connection to Redis lost (")
+    assert all(a.startswith("cannot reach Redis (") for a in attempts)
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in warnings)
+    [back] = [r for r in caplog.records if "is back" in r.getMessage()]
+    assert back.levelno == logging.INFO
+
+
+def test_an_error_is_briefed_on_one_short_line() -> None:
+    sentinels = ", ".join([f"<redis.asyncio.client.Redis({'x' * 900})> - ConnectionError()"] * 2)
+    error = ConnectionError(f"No master found for 'mymaster' : {sentinels}")
+    assert brief(error) == "No master found for 'mymaster'"
+    assert brief(ConnectionError("a\nb   c")) == "a b c"
+    long = brief(RuntimeError("y" * 1000))
+    assert len(long) == BRIEF_LIMIT
+    assert long.endswith("...")
+    assert brief(TimeoutError()) == "TimeoutError"
 
 
 async def test_a_failing_handler_does_not_cost_the_subscription(

@@ -15,7 +15,8 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, NoPermissionError
+from redis.crc import key_slot
+from redis.exceptions import AskError, ConnectionError, NoPermissionError
 
 from counter_service.devtools.fleet import HOST, FleetError, RedisProcess
 from counter_service.devtools.topologies import (
@@ -209,6 +210,33 @@ async def test_killing_a_master_hands_its_slots_to_its_replica(
     assert await role(promoted.port) == "master"
     async with cluster_client(fresh_cluster) as client:
         assert await client.get(key) == b"kept"
+
+
+async def test_a_slot_migration_moves_its_keys_then_hands_the_slot_over(
+    cluster: ClusterSet,
+) -> None:
+    key = "{migrating}:value"
+    slot = key_slot(key.encode())
+    source = cluster.master_for_slot(slot).port
+    target = next(n.port for n in cluster.nodes if n.port != source and n.port in masters(cluster))
+    async with cluster_client(cluster) as client:
+        await client.set(key, "moved along")
+    assert cluster.start_migration(slot, target) == source
+    async with direct(source) as owner:
+        with pytest.raises(AskError, match=f"{slot} 127.0.0.1:{target}"):
+            await owner.get(key)  # the key left: the owner sends clients on
+    async with direct(target) as importer, importer.pipeline(transaction=False) as pipe:
+        pipe.execute_command("ASKING")
+        pipe.get(key)
+        assert await pipe.execute() == [True, b"moved along"]
+    cluster.finish_migration(slot, target)
+    assert cluster.master_for_slot(slot).port == target
+    async with cluster_client(cluster) as client:
+        assert await client.get(key) == b"moved along"
+
+
+def masters(cluster: ClusterSet) -> set[int]:
+    return {cluster.master_for_slot(first).port for first in (0, 8000, 16000)}
 
 
 def test_a_cluster_needs_three_masters(tmp_path: Path) -> None:
