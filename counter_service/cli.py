@@ -6,39 +6,91 @@ import argparse
 import asyncio
 import errno
 import logging
+import shlex
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
+from counter_service import balancer
 from counter_service.devtools import loadtest, stack
 from counter_service.errors import SettingsError
 from counter_service.redis.probe import RedisConfigError, check_redis
-from counter_service.settings import SOURCES, Settings
+from counter_service.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Open websockets get this long to close on SIGTERM or Ctrl-C before the process ends.
 GRACEFUL_SHUTDOWN_S = 5
+# The status a shell reports for a command ended by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
     """A flag or variable the user gave cannot work; the message names it."""
 
 
+class CommandParser(argparse.ArgumentParser):
+    """The parser of one subcommand; with `one_line=True` its errors, unknown
+    arguments included, are one line (`prog: --flag value: problem`) without the
+    usage text, and exit with status 2."""
+
+    def __init__(self, *args: Any, one_line: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.one_line = one_line
+
+    def parse_known_args(  # type: ignore[override]  # typeshed overloads it; this is the one used
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self.one_line:  # otherwise the top-level parser reports them
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        if not self.one_line:
+            super().error(message)
+        self.exit(2, f"{self.prog}: {message.removeprefix('argument ')}\n")
+
+
+def checked(parse: Callable[[str], object]) -> type[argparse.Action]:
+    """An argparse action that stores `parse(text)`; a ValueError from it stops the
+    parser with one line naming the flag and the text as typed (`--port 99999: ...`)."""
+
+    class Checked(argparse.Action):
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: str | Sequence[Any] | None,
+            option_string: str | None = None,
+        ) -> None:
+            try:
+                setattr(namespace, self.dest, parse(str(values)))
+            except ValueError as exc:
+                parser.error(f"{option_string} {shlex.quote(str(values))}: {exc}")
+
+    return Checked
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="counter-service", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run one server process (Flet web app)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
+    serve = commands.add_parser(
+        "serve", help="run one server process (Flet web app)", one_line=True
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     serve.add_argument(
-        "--port", type=port_number, default=8550, help="port to bind (default %(default)s)"
+        "--port",
+        action=checked(port_number),
+        default=8550,
+        help="port to bind (default %(default)s)",
     )
+    # Settings flags stay text: Settings parses and checks them with the environment.
     serve.add_argument("--redis-url", help="Redis URL; default $REDIS_URL, else the embedded store")
     serve.add_argument("--namespace", help="prefix of every key and channel")
-    serve.add_argument("--tick-ms", type=int, help="coalescing tick in milliseconds")
-    serve.add_argument("--presence-ttl", type=float, help="seconds until a dead worker drops out")
-    serve.add_argument(
-        "--session-timeout", type=int, help="seconds a session is kept after its browser left"
-    )
+    serve.add_argument("--tick-ms", help="coalescing tick in milliseconds")
+    serve.add_argument("--presence-ttl", help="seconds until a dead worker drops out")
+    serve.add_argument("--session-timeout", help="seconds a session is kept after its browser left")
     serve.add_argument(
         "--fanout",
         choices=["direct", "update"],
@@ -47,22 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     loadtest.add_parser(commands)
     stack.add_parser(commands)
+    balancer.add_parser(commands)
     return parser
 
 
 def port_number(text: str) -> int:
-    """A TCP port, 1 to 65535 (argparse names the flag in its message)."""
+    """A TCP port, 1 to 65535; a ValueError says what is wrong with `text`."""
     try:
         port = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+        raise ValueError("is not a port number") from None
     if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not between 1 and 65535")
+        raise ValueError("must be between 1 and 65535")
     return port
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """The environment's settings with the flags on top; an error names what was typed."""
+    """The environment's settings with the flags on top, checked once both are in; an
+    error names the flag or variable that gave the bad value, as typed."""
     flags = {
         "redis_url": args.redis_url,
         "namespace": args.namespace,
@@ -72,12 +126,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "session_timeout_s": args.session_timeout,
     }
     try:
-        return Settings.from_env().with_overrides(**flags)
+        return Settings.from_env(flags=flags)
     except SettingsError as exc:
-        source = SOURCES[exc.field]
-        if flags.get(exc.field) is not None and source.flag:
-            raise UsageError(f"{source.flag} {exc.value}: {exc.problem}") from None
-        raise UsageError(f"{source.env}={exc.value}: {exc.problem}") from None
+        raise UsageError(str(exc)) from None
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -120,17 +171,18 @@ def serve(args: argparse.Namespace) -> None:
     sock = bind(args.host, args.port)  # before anything starts: a bad address costs nothing
     try:
         asyncio.run(check_redis(settings))
-    except RedisConfigError as exc:
+        app = create_app(settings)  # checks Flet's own variables (FLET_SESSION_TIMEOUT)
+    except (RedisConfigError, SettingsError) as exc:
         sock.close()
         raise UsageError(str(exc)) from None
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         log_level=args.log_level,
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         # uvicorn refuses bigger frames before buffering them (its default is 16 MB).
-        ws_max_size=settings.max_frame_bytes + 1024,
+        ws_max_size=4 * settings.max_frame_bytes,  # over ours: the guard refuses and counts
     )
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -143,7 +195,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(loadtest.run(args))
     if args.command == "up":
         sys.exit(stack.run(args))
+    if args.command == "balance":
+        sys.exit(balancer.run(args))
     try:
         serve(args)
     except UsageError as exc:
         sys.exit(f"counter-service serve: {exc}")
+    except KeyboardInterrupt:
+        # uvicorn re-raises Ctrl-C once it has shut down cleanly: nothing went wrong.
+        sys.exit(EXIT_INTERRUPTED)

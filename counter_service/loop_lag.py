@@ -17,7 +17,8 @@ class LoopLag:
     """Samples the lag every `interval` seconds into `histogram` (cumulative since start,
     so a client can diff two readings to get the lag of exactly the interval between
     them; by default one of its own), and keeps the last `window` samples for an exact
-    summary."""
+    summary. The loop is `lagging` once every sample for `sustained_s` was over
+    `threshold_s`."""
 
     def __init__(
         self,
@@ -25,24 +26,32 @@ class LoopLag:
         interval: float = 0.1,
         window: int = 600,
         threshold_s: float = 1.0,
+        sustained_s: float = 10.0,
     ) -> None:
         self._histogram = histogram or loop_lag_histogram(None)
         self._interval = interval
         self._samples: deque[float] = deque(maxlen=window)
         self._threshold_s = threshold_s
+        self._sustained_s = sustained_s
         self._over_since: float | None = None
-        self._task = BackgroundTask("loop-lag", self._run)
+        self.task = BackgroundTask("loop-lag", self._run)
+        """The sampler, for readiness to report if it is down."""
 
     def lagging_for(self, now: float) -> float:
         """Seconds every sample has been over the threshold, as of loop time `now`
         (0 if the last one was not)."""
         return 0.0 if self._over_since is None else now - self._over_since
 
+    def lagging(self, now: float) -> bool:
+        """True if the lag has been over the threshold for `sustained_s`, as of loop
+        time `now`."""
+        return self.lagging_for(now) >= self._sustained_s
+
     async def start(self) -> None:
-        self._task.start()
+        self.task.start()
 
     async def stop(self) -> None:
-        await self._task.stop()
+        await self.task.stop()
 
     def record(self, lag_s: float) -> None:
         lag_s = max(0.0, lag_s)

@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from counter_service.coalescer import Coalescer, Deliver, run_flusher
 from counter_service.errors import CounterServiceError, ReservedCounter
@@ -108,6 +108,7 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
         )
         self.invalid_messages = 0
         self.ping_error: BaseException | None = None
+        self._more_tasks: list[BackgroundTask] = []
         self.metrics.watch(self)
 
     def _new_subscriber(self) -> Subscriber:
@@ -140,6 +141,7 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
             await self._increments.stop()
         finally:
             await self._connections.aclose()
+            _failed.flush()  # the count of failures still held back by the summary
 
     async def __aenter__(self) -> CounterService:
         await self.start()
@@ -279,7 +281,7 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
 
     def _on_message(self, raw: bytes) -> None:
         try:
-            message = messages.parse(raw)
+            message = messages.parse(raw, self.settings.max_message_bytes)
         except InvalidMessage as exc:
             self.invalid_messages += 1
             logger.debug("dropped a message that is not an app message: %s", exc)
@@ -302,14 +304,21 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
 
     @property
     def tasks(self) -> list[BackgroundTask]:
-        """Every background task of the service, for readiness."""
+        """Every background task of the service, and those `add_task` gave it, for
+        readiness."""
         return [
             self.subscriber.task,
             self.publisher.task,
             *self.counters.tasks,
             self.presence.task,
             self._flusher,
+            *self._more_tasks,
         ]
+
+    def add_task(self, task: BackgroundTask) -> None:
+        """Count `task` (which its owner starts and stops) among `tasks`, so that
+        `ready` and `/readyz` report it while it is down."""
+        self._more_tasks.append(task)
 
     async def ping(self) -> bool:
         """True if Redis answers a PING within `PING_TIMEOUT_S` (else `ping_error` says
@@ -317,15 +326,17 @@ class CounterService(AbstractAsyncContextManager["CounterService"]):
         try:
             async with asyncio.timeout(PING_TIMEOUT_S):
                 answered = bool(await self._connections.commands.ping())
-        except (TimeoutError, OSError, RedisError) as exc:
-            self.ping_error = exc
+        except (TimeoutError, OSError, RedisError, RedisClusterException) as exc:
+            self.ping_error = exc  # a cluster it cannot map, too (not a RedisError)
             return False
         self.ping_error = None
         return answered
 
     def errors(self) -> list[BaseException]:
-        """The latest failures of the PING and the subscription, if any."""
-        found = [self.ping_error, self.subscriber.last_error]
+        """The latest failures of the PING, the subscription, and increments, reads and
+        presence reports, each until it succeeds again (readiness names those that are
+        configuration errors)."""
+        found = [self.ping_error, self.subscriber.last_error, *self._store.errors()]
         return [error for error in found if error is not None]
 
     @property

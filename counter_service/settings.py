@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from counter_service.errors import SettingsError
@@ -23,12 +24,16 @@ DEFAULT_EVENTS_PER_S = 20.0
 DEFAULT_EVENT_BURST = 40
 DEFAULT_MAX_PENDING_INCREMENTS = 1000
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+DEFAULT_MAX_SEND_QUEUE_BYTES = 4 * 1024 * 1024
 DEFAULT_REGISTER_TIMEOUT_S = 10.0
 DEFAULT_SEND_TIMEOUT_S = 10.0
 DEFAULT_LAG_THRESHOLD_S = 1.0
+DEFAULT_LAG_SUSTAINED_S = 10.0
 FANOUT_MODES = ("direct", "update")
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_CREDENTIALS_RE = re.compile(r"^([^:/]*://)[^/]*@")
+"""The user and password part of a URL that `urlsplit` cannot parse."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +59,11 @@ SOURCES: dict[str, Source] = {
     "event_burst": Source(None, "COUNTER_EVENT_BURST", int),
     "max_pending_increments": Source(None, "COUNTER_MAX_PENDING_INCREMENTS", int),
     "max_frame_bytes": Source(None, "COUNTER_MAX_FRAME_BYTES", int),
+    "max_send_queue_bytes": Source(None, "COUNTER_MAX_SEND_QUEUE", int),
     "register_timeout_s": Source(None, "COUNTER_REGISTER_TIMEOUT", float),
     "send_timeout_s": Source(None, "COUNTER_SEND_TIMEOUT", float),
     "lag_threshold_s": Source(None, "COUNTER_LAG_THRESHOLD", float),
+    "lag_sustained_s": Source(None, "COUNTER_LAG_SUSTAINED", float),
     "tls_ca_file": Source(None, "COUNTER_TLS_CA_FILE"),
     "tls_cert_file": Source(None, "COUNTER_TLS_CERT_FILE"),
     "tls_key_file": Source(None, "COUNTER_TLS_KEY_FILE"),
@@ -92,12 +99,17 @@ class Settings:
     """Increments a worker holds while Redis is busy; more are refused as busy."""
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     """Largest websocket frame a client may send."""
+    max_send_queue_bytes: int = DEFAULT_MAX_SEND_QUEUE_BYTES
+    """Bytes that may wait to be sent to one client (one frame alone always may); a
+    client with more waiting is dropped as not reading."""
     register_timeout_s: float = DEFAULT_REGISTER_TIMEOUT_S
     """How long a new websocket may take to send Flet's register message."""
     send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
     """How long a client may leave one frame unread before it is dropped."""
     lag_threshold_s: float = DEFAULT_LAG_THRESHOLD_S
-    """Event-loop lag that, held for 10 s, makes the worker not ready."""
+    """Event-loop lag that, held for `lag_sustained_s`, makes the worker not ready."""
+    lag_sustained_s: float = DEFAULT_LAG_SUSTAINED_S
+    """How long the loop must lag past `lag_threshold_s` before the worker is not ready."""
     tls_ca_file: str | None = None
     """CA certificates to verify Redis's certificate with (`rediss`), instead of the system's."""
     tls_cert_file: str | None = None
@@ -123,9 +135,11 @@ class Settings:
         _check_range("event_burst", self.event_burst, 1, 100_000)
         _check_range("max_pending_increments", self.max_pending_increments, 1, 1_000_000)
         _check_range("max_frame_bytes", self.max_frame_bytes, 4096, 16 * 1024 * 1024)
+        _check_range("max_send_queue_bytes", self.max_send_queue_bytes, 65_536, 1024**3)
         _check_range("register_timeout_s", self.register_timeout_s, 0.1, 3600.0)
         _check_range("send_timeout_s", self.send_timeout_s, 0.1, 3600.0)
         _check_range("lag_threshold_s", self.lag_threshold_s, 0.01, 3600.0)
+        _check_range("lag_sustained_s", self.lag_sustained_s, 0.1, 3600.0)
         _check_range("wait_replicas", self.wait_replicas, 0, 16)
         _check_range("wait_timeout_ms", self.wait_timeout_ms, 1, 60_000)
         for field_name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
@@ -155,34 +169,110 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]  # fields are checked in __post_init__
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        flags: Mapping[str, str | None] | None = None,
+        overrides: Mapping[str, object] | None = None,
+    ) -> Settings:
         """Build settings from the environment variables in `SOURCES` (`REDIS_URL`,
-        `COUNTER_NAMESPACE`, `COUNTER_TICK_MS`, ...); unset or empty means default."""
-        env = os.environ if env is None else env
-        given = {}
-        for field in fields(cls):
-            source = SOURCES[field.name]
-            raw = env.get(source.env)
-            if raw:
-                given[field.name] = _parse(field.name, source, raw)
-        return cls(**given)
+        `COUNTER_NAMESPACE`, `COUNTER_TICK_MS`, ...), unset or empty meaning default.
+
+        `flags` (field name -> the text typed after its command-line flag) replace
+        the environment's values, and `overrides` (field name -> value, None ignored)
+        replace both, before anything is checked. A bad value raises a `SettingsError`
+        that names where it came from and shows it as typed: `COUNTER_TICK_MS=0: must
+        be between 1 and 10000`, `--tick-ms abc: is not a whole number`."""
+        given = _given(os.environ if env is None else env, flags or {}, overrides or {})
+        try:
+            return cls(**{name: g.value for name, g in given.items()})
+        except SettingsError as exc:
+            if exc.field not in given:
+                raise
+            raise InvalidSetting(
+                exc.field, exc.value, exc.problem, given[exc.field].typed
+            ) from None
+
+
+def check_variable(variable: str, raw: str, field: str) -> Any:
+    """`raw`, the value of environment variable `variable`, parsed and checked as the
+    Settings field `field` is; a `SettingsError` names `variable=raw` as typed."""
+    given = _parse(field, SOURCES[field], raw, f"{variable}={_shown(field, raw)}")
+    try:
+        replace(Settings(), **{field: given.value})
+    except SettingsError as exc:
+        raise InvalidSetting(field, exc.value, exc.problem, given.typed) from None
+    return given.value
+
+
+class InvalidSetting(SettingsError):
+    """A `SettingsError` about a value the user gave: `typed` shows it the way it was
+    given (`COUNTER_TICK_MS=0`, `--tick-ms 0`), and the message is `typed: problem`."""
+
+    def __init__(self, field: str, value: object, problem: str, typed: str) -> None:
+        super().__init__(field, value, problem)
+        self.typed = typed
+        self.args = (f"{typed}: {problem}",)
 
 
 def redact(url: str) -> str:
     """`url` with any password replaced by `***`."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not even parseable (`redis://[x]:1`): hide all credentials
+        return _CREDENTIALS_RE.sub(r"\1***@", url)
     if parts.password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
 
 
-def _parse(field: str, source: Source, raw: str) -> Any:
+_KINDS: dict[Callable[[str], Any], str] = {int: "a whole number", float: "a number"}
+
+
+class _Given(NamedTuple):
+    """A field's value, and how the user gave it (for error messages)."""
+
+    value: Any  # of the field's type, checked by Settings
+    typed: str
+
+
+def _given(
+    env: Mapping[str, str], flags: Mapping[str, str | None], overrides: Mapping[str, object]
+) -> dict[str, _Given]:
+    given: dict[str, _Given] = {}
+    for name, source in SOURCES.items():
+        if raw := env.get(source.env):
+            given[name] = _parse(name, source, raw, f"{source.env}={_shown(name, raw)}")
+        if source.flag and (text := flags.get(name)) is not None:
+            given[name] = _parse(name, source, text, f"{source.flag} {_shown(name, text)}")
+        if (value := overrides.get(name)) is not None:
+            shown = _secret_free(name, value) if isinstance(value, str) else value
+            given[name] = _Given(value, f"{name}={shown!r}")
+    return given
+
+
+def _shown(field: str, text: str) -> str:
+    """`text` as it would be typed in a shell, without a URL's password."""
+    return shlex.quote(_secret_free(field, text))
+
+
+def _secret_free(field: str, text: str) -> str:
+    if field != "redis_url":
+        return text
     try:
-        return source.parse(raw)
+        return redact(text)
+    except ValueError:  # not even a URL: whatever it holds may be a secret
+        return "***"
+
+
+def _parse(field: str, source: Source, raw: str, typed: str) -> _Given:
+    try:
+        return _Given(source.parse(raw), typed)
     except ValueError:
-        kind = getattr(source.parse, "__name__", "value")
-        raise SettingsError(field, raw, f"is not a valid {kind}") from None
+        kind = _KINDS.get(source.parse, "a valid value")
+        raise InvalidSetting(field, raw, f"is not {kind}", typed) from None
 
 
 def _refuse(field: str, value: object, problem: str) -> None:
@@ -191,7 +281,12 @@ def _refuse(field: str, value: object, problem: str) -> None:
 
 def _check_range(field: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
-        _refuse(field, value, f"must be between {low} and {high}")
+        _refuse(field, value, f"must be between {_plain(low)} and {_plain(high)}")
+
+
+def _plain(bound: float) -> str:
+    """`3600` rather than `3600.0`, `0.5` as it is."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 def _check_redis_url(url: str | None) -> None:

@@ -4,6 +4,7 @@ counters and `page.pubsub`, with health, readiness and metrics routes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -34,9 +35,9 @@ logger = logging.getLogger(__name__)
 
 def app(
     main: Callable[[ft.Page], Any],
-    *,
     redis_url: str | None = None,
     namespace: str | None = None,
+    *,
     settings: Settings | None = None,
     **flet_options: Any,
 ) -> FastAPI:
@@ -45,20 +46,26 @@ def app(
     and namespace, and `counter_service.counters(page)` counts and shows live counters.
 
     `redis_url` None means `$REDIS_URL`, else an embedded in-process store (one
-    process only); `settings` default to the environment (`Settings.from_env()`).
+    process only); `namespace` None means `$COUNTER_NAMESPACE`, else
+    `counter-service`. `settings` default to the environment (`Settings.from_env()`);
+    a bad value raises `SettingsError` naming the variable or argument, as given.
     Run it with uvicorn on as many processes as you like; behind a load balancer, keep
     each browser on one process (a Flet session lives in one process). A session whose
     browser left is kept `settings.session_timeout_s` (unless `session_timeout_seconds`
     is given, or Flet's `FLET_SESSION_TIMEOUT` is set)."""
-    settings = (settings or Settings.from_env()).with_overrides(
-        redis_url=redis_url, namespace=namespace
-    )
+    settings = settings_of(settings, redis_url=redis_url, namespace=namespace)
+    flet_options.setdefault("session_timeout_seconds", settings.session_timeout_s)
+    kept_s = session_timeout(flet_options["session_timeout_seconds"])
     log_store(settings)
     service = CounterService(settings)
-    flet_options.setdefault("session_timeout_seconds", settings.session_timeout_s)
-    bridge = FletBridge(service, session_timeout(flet_options["session_timeout_seconds"]))
+    bridge = FletBridge(service, kept_s)
     session_main = bridge.wrap(main)
-    lag = LoopLag(service.metrics.loop_lag, threshold_s=settings.lag_threshold_s)
+    lag = LoopLag(
+        service.metrics.loop_lag,
+        threshold_s=settings.lag_threshold_s,
+        sustained_s=settings.lag_sustained_s,
+    )
+    service.add_task(lag.task)
     service.metrics.count_pages(lambda: len(bridge.fanout), session_count)
     guard = WebsocketGuard(
         flet_asgi_app(session_main, **flet_options),
@@ -81,6 +88,7 @@ def app(
     outer.state.service = service
     outer.state.bridge = bridge
     outer.state.guard = guard
+    outer.state.loop_lag = lag
     add_health_routes(outer, service, lag)
     add_metrics_routes(outer, bridge, lag, guard)
     # Mounted last: Flet's app ends in a catch-all static mount.
@@ -88,10 +96,19 @@ def app(
     return outer
 
 
+def settings_of(settings: Settings | None, **overrides: str | None) -> Settings:
+    """`settings` (default: the environment's) with the non-None `overrides`; with
+    the environment, they replace its values before any is checked."""
+    if settings is None:
+        return Settings.from_env(overrides=overrides)
+    return settings.with_overrides(**overrides)
+
+
 def limits_of(settings: Settings) -> Limits:
     """What each websocket client may do, from the settings."""
     return Limits(
         max_frame_bytes=settings.max_frame_bytes,
+        max_send_queue_bytes=settings.max_send_queue_bytes,
         register_timeout_s=settings.register_timeout_s,
         send_timeout_s=settings.send_timeout_s,
         events_per_s=settings.events_per_s,
@@ -101,9 +118,10 @@ def limits_of(settings: Settings) -> Limits:
 
 # How long a reconnecting browser waits for its old connection to let go of its session.
 REATTACH_WAIT_S = 2.0
-# A worker whose loop has lagged past the threshold this long cannot serve its pages.
-LAGGING_FOR_S = 10.0
 PING_RETRY_S = 0.2
+# How long readiness waits for a dropped subscription to come back before it reports
+# it down: reconnecting takes tens of milliseconds, and that is not an outage.
+SUBSCRIBE_GRACE_S = 0.5
 
 
 def add_health_routes(app: FastAPI, service: CounterService, lag: LoopLag) -> None:
@@ -120,15 +138,13 @@ def add_health_routes(app: FastAPI, service: CounterService, lag: LoopLag) -> No
 async def readiness(service: CounterService, lag: LoopLag) -> dict[str, Any]:
     """Whether the worker can serve its pages now, and if not, which part is missing.
 
-    One failed PING is retried: the first command on a pooled connection that Redis
-    dropped fails once before redis-py reconnects, and that is not an outage."""
-    reachable = await service.ping()
-    if not reachable:
-        await asyncio.sleep(PING_RETRY_S)
-        reachable = await service.ping()
+    Neither a dropped command connection nor a dropped subscription that comes right
+    back is an outage: one failed PING is retried (the first command on a pooled
+    connection that Redis dropped fails once before redis-py reconnects), and a lost
+    subscription has `SUBSCRIBE_GRACE_S` to return."""
+    reachable, subscribed = await asyncio.gather(answers_ping(service), subscribed_soon(service))
     down = [task.name for task in service.tasks if not task.up]
-    lagging = lag.lagging_for(asyncio.get_running_loop().time()) >= LAGGING_FOR_S
-    subscribed = service.subscriber.subscribed
+    lagging = lag.lagging(asyncio.get_running_loop().time())
     body: dict[str, Any] = {
         "ready": reachable and subscribed and not down and not lagging,
         "redis_reachable": reachable,
@@ -139,8 +155,34 @@ async def readiness(service: CounterService, lag: LoopLag) -> dict[str, Any]:
     }
     problems = sorted({p for e in service.errors() if (p := diagnose(e)) is not None})
     if problems:
-        body["redis_configuration"] = problems  # retrying will not fix these
+        # Retrying will not fix these, and a refused command is a broken feature (a
+        # revoked +hset: "online" stops counting) even while PING and the relay work.
+        body["redis_configuration"] = problems
+        body["ready"] = False
     return body
+
+
+async def answers_ping(service: CounterService) -> bool:
+    """True if Redis answers a PING, or a second one `PING_RETRY_S` later."""
+    if await service.ping():
+        return True
+    await asyncio.sleep(PING_RETRY_S)
+    return await service.ping()
+
+
+async def subscribed_soon(service: CounterService) -> bool:
+    """True if the relay is subscribed, or is again within `SUBSCRIBE_GRACE_S`."""
+    if service.available:
+        return True
+    back = asyncio.Event()
+    stop = service.on_availability(lambda available: back.set() if available else None)
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SUBSCRIBE_GRACE_S):
+                await back.wait()
+    finally:
+        stop()
+    return service.available
 
 
 def add_metrics_routes(

@@ -1,6 +1,9 @@
+from pathlib import Path
+
 import pytest
 
 from counter_service import Settings, SettingsError
+from counter_service.settings import check_variable
 
 
 def test_defaults_use_the_embedded_store() -> None:
@@ -30,17 +33,67 @@ def test_empty_environment_values_mean_defaults() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"COUNTER_TICK_MS": "fast"}, "tick_ms='fast' is not a valid int"),
-        ({"COUNTER_TICK_MS": "0"}, "tick_ms=0 must be between"),
-        ({"COUNTER_PRESENCE_TTL": "0.1"}, "presence_ttl_s=0.1 must be between"),
-        ({"COUNTER_NAMESPACE": "a b"}, "namespace='a b' use 1-64 letters"),
-        ({"REDIS_URL": "http://localhost:6379"}, "scheme must be one of"),
-        ({"REDIS_URL": "localhost:6379"}, "scheme must be one of"),
+        ({"COUNTER_TICK_MS": "fast"}, "COUNTER_TICK_MS=fast: is not a whole number"),
+        ({"COUNTER_TICK_MS": "0"}, "COUNTER_TICK_MS=0: must be between 1 and 10000"),
+        ({"COUNTER_PRESENCE_TTL": "abc"}, "COUNTER_PRESENCE_TTL=abc: is not a number"),
+        ({"COUNTER_PRESENCE_TTL": "0.1"}, "COUNTER_PRESENCE_TTL=0.1: must be between 1 and 3600"),
+        ({"COUNTER_PRESENCE_TTL": "1e9"}, "COUNTER_PRESENCE_TTL=1e9: must be between 1 and 3600"),
+        ({"COUNTER_EVENTS_PER_S": "0"}, "COUNTER_EVENTS_PER_S=0: must be between 0.1 and 10000"),
+        ({"COUNTER_NAMESPACE": "a b"}, "COUNTER_NAMESPACE='a b': use 1-64 letters"),
+        ({"REDIS_URL": "http://localhost:6379"}, "REDIS_URL=http://localhost:6379: "),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL=localhost:6379: "),
     ],
 )
-def test_bad_values_are_refused_with_a_clear_message(env: dict[str, str], message: str) -> None:
-    with pytest.raises(SettingsError, match=message):
+def test_a_bad_variable_is_named_with_its_value_as_typed(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
         Settings.from_env(env)
+    assert str(caught.value).startswith(message)
+
+
+def test_flags_override_the_environment_before_it_is_checked() -> None:
+    settings = Settings.from_env({"COUNTER_TICK_MS": "0"}, flags={"tick_ms": "30"})
+    assert settings.tick_ms == 30
+
+
+def test_a_bad_flag_is_blamed_not_the_variable_it_overrides() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"COUNTER_TICK_MS": "40"}, flags={"tick_ms": "0"})
+    assert str(caught.value) == "--tick-ms 0: must be between 1 and 10000"
+    assert caught.value.field == "tick_ms"
+
+
+def test_a_bad_variable_is_blamed_when_a_flag_gives_another_field() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"COUNTER_TICK_MS": "0"}, flags={"namespace": "shop"})
+    assert str(caught.value) == "COUNTER_TICK_MS=0: must be between 1 and 10000"
+
+
+def test_arguments_given_in_code_override_the_environment_and_are_named() -> None:
+    env = {"COUNTER_NAMESPACE": "not valid!"}
+    assert Settings.from_env(env, overrides={"namespace": "shop"}).namespace == "shop"
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({}, overrides={"redis_url": "http://u:hunter2@h", "namespace": None})
+    assert str(caught.value).startswith("redis_url='http://u:***@h': ")
+    assert "scheme must be one of" in str(caught.value)
+
+
+def test_a_variable_or_flag_shows_its_url_without_the_password() -> None:
+    for env, flags in [
+        ({"REDIS_URL": "http://u:hunter2@h"}, {}),
+        ({}, {"redis_url": "x://:hunter2@h"}),
+    ]:
+        with pytest.raises(SettingsError) as caught:
+            Settings.from_env(env, flags=flags)
+        assert "hunter2" not in str(caught.value)
+        assert "***" in str(caught.value)
+
+
+def test_a_variable_checked_as_a_field_names_the_variable() -> None:
+    assert check_variable("FLET_SESSION_TIMEOUT", "7", "session_timeout_s") == 7
+    for raw, problem in [("abc", "is not a whole number"), ("-5", "must be between 1 and 86400")]:
+        with pytest.raises(SettingsError) as caught:
+            check_variable("FLET_SESSION_TIMEOUT", raw, "session_timeout_s")
+        assert str(caught.value) == f"FLET_SESSION_TIMEOUT={raw}: {problem}"
 
 
 def test_overrides_replace_only_given_fields() -> None:
@@ -69,7 +122,7 @@ def test_a_refusal_says_which_field_value_and_problem() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings(reconcile_s=0.1)
     assert (caught.value.field, caught.value.value) == ("reconcile_s", 0.1)
-    assert caught.value.problem == "must be between 0.5 and 3600.0"
+    assert caught.value.problem == "must be between 0.5 and 3600"
 
 
 def test_every_field_has_a_documented_variable() -> None:
@@ -79,9 +132,23 @@ def test_every_field_has_a_documented_variable() -> None:
 
     assert [f.name for f in fields(Settings)] == list(SOURCES)
     assert all(source.env.isupper() for source in SOURCES.values())
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = [line for line in readme.splitlines() if line.startswith("| ")]
+    for source in SOURCES.values():
+        rows = [row for row in table if f"`{source.env}`" in row]
+        assert rows, f"{source.env} is not in the README's settings table"
+        if source.flag:
+            assert f"`{source.flag}`" in rows[0], f"{source.flag} is not beside {source.env}"
 
 
 def test_a_bad_url_is_refused_without_its_password() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings(redis_url="http://user:hunter2@host/0")
     assert "hunter2" not in str(caught.value)
+
+
+def test_a_url_urlsplit_cannot_parse_is_refused_without_its_password() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings(redis_url="redis://bob:hunter2@[nothost]:1/0")
+    assert "hunter2" not in str(caught.value)
+    assert "bob:***@" not in str(caught.value)  # the user goes too: the split is unknown
