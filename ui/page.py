@@ -1,27 +1,25 @@
-"""The counter page: layout and wiring only, on `counter_service`'s public API."""
+"""The counter page: layout and wiring only, on `counter_service`'s public API.
+
+What its status line and banner say is chosen in `ui.status`, without Flet."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import flet as ft
 
 import counter_service
-from counter_service import Busy, CorruptCounter, CounterUpdate, StoreError
+from counter_service import CounterServiceError, CounterUpdate
+from ui import status
 from ui.contract import BUTTON, CLICKS, ONLINE, REPLICA, STATUS, UNREACHABLE, VIEWS
+from ui.status import StatusLine
 
 TITLE = "Counter service"
 LABELS = {VIEWS: "Views", CLICKS: "Clicks", ONLINE: "Online now"}
-STORE_DOWN = "The counter store is unreachable right now; that was not counted. Try again."
-BUSY = "The server is busy right now; that was not counted. Try again in a moment."
-SLOW_DOWN = "Slow down: clicks that come faster than a person clicks are not counted."
-STALE = "Cannot reach the counter store: these are the last known numbers, and may be out of date."
 STALE_OPACITY = 0.45
 """How faded the numbers are while they may be stale."""
-
-
-def broken(name: str, problem: str) -> str:
-    return f"The {LABELS.get(name, name)} counter is broken in the store: {problem}"
 
 
 async def main(page: ft.Page) -> None:
@@ -56,10 +54,9 @@ def announced(content: ft.Control, *, key: str | None = None) -> ft.Semantics:
     return ft.Semantics(content=content, key=key, visible=False, container=True, live_region=True)
 
 
-def banner(key: str) -> ft.Semantics:
+def outage_banner(text: ft.Text, key: str) -> ft.Semantics:
     """The notice shown while the store is unreachable (hidden until then)."""
     icon = ft.Icon(ft.Icons.CLOUD_OFF, color=ft.Colors.ON_ERROR_CONTAINER)
-    text = ft.Text(STALE, color=ft.Colors.ON_ERROR_CONTAINER, expand=True)
     box = ft.Container(
         ft.Row([icon, text], spacing=12),
         padding=12,
@@ -79,6 +76,7 @@ class CounterPage:
         self.numbers = {
             name: ft.Text(key=name, size=40, weight=ft.FontWeight.BOLD) for name in LABELS
         }
+        self.line = StatusLine(LABELS)
         self.status = ft.Text(
             key=STATUS, value="", color=ft.Colors.ERROR, text_align=ft.TextAlign.CENTER
         )
@@ -87,26 +85,31 @@ class CounterPage:
         self.button = ft.Button(
             key=BUTTON, content="Add a click", icon=ft.Icons.ADD, on_click=self.on_click
         )
-        self.unreachable = banner(UNREACHABLE)
+        self.outage = ft.Text(status.UNKNOWN, color=ft.Colors.ON_ERROR_CONTAINER, expand=True)
+        self.unreachable = outage_banner(self.outage, UNREACHABLE)
         self.stats = ft.Row(
             [labelled(LABELS[name], self.numbers[name]) for name in LABELS],
             spacing=48,
             alignment=ft.MainAxisAlignment.CENTER,
         )
+        self.mounted = False
+        self.slow_down_timer: asyncio.TimerHandle | None = None
 
     async def mount(self) -> None:
         """Render the page, show live numbers, and count this visit."""
         self.page.title = TITLE
         self.page.on_route_change = self.on_route_change
+        self.counters.on_change(self.on_counter_change)  # first: a broken one shows at once
         self.counters.show(self.numbers)
-        self.counters.on_change(self.on_counter_change)
         self.counters.on_availability(self.on_availability)
-        counter_service.on_throttled(self.page, lambda: self.set_status(SLOW_DOWN))
+        counter_service.on_throttled(self.page, self.on_throttled)
         self.mark_stale(not self.counters.available)
         self.page.vertical_alignment = ft.MainAxisAlignment.CENTER
         self.page.horizontal_alignment = ft.CrossAxisAlignment.CENTER
         self.page.add(self.layout())
-        await self.count(VIEWS)
+        self.mounted = True
+        self.render()
+        await self.count_itself(VIEWS)
 
     def layout(self) -> ft.Control:
         served_by = labelled("Served by replica", self.replica, size=12)
@@ -125,47 +128,70 @@ class CounterPage:
         )
         return ft.Card(ft.Container(column, padding=40, width=560))
 
-    async def count(self, name: str) -> None:
+    async def click(self, name: str) -> None:
         # The service logs failed increments (summarised); the page only says why.
         try:
             await self.counters.incr(name)
-        except CorruptCounter as exc:
-            self.set_status(broken(name, exc.problem))
-        except Busy:
-            self.set_status(BUSY)
-        except StoreError:
-            self.set_status(STORE_DOWN)
+        except CounterServiceError as exc:
+            self.line.clicked(name, exc)
         else:
-            self.set_status("")
+            self.line.clicked(name, None)
+        self.render()
+
+    async def count_itself(self, name: str) -> None:
+        try:
+            await self.counters.incr(name)
+        except CounterServiceError as exc:
+            self.line.counted_itself(name, exc)
+            self.render()
 
     def on_counter_change(self, update: CounterUpdate) -> None:
-        if update.problem is not None:
-            self.set_status(broken(update.name, update.problem))
+        # Called for every number this page shows: cheap unless a problem comes or goes.
+        if self.line.counter_changed(update.name, update.problem):
+            self.render()
 
     def on_availability(self, available: bool) -> None:
         self.mark_stale(not available)
         self.unreachable.update()
         self.stats.update()
-        if available and self.status.value == STORE_DOWN:
-            self.set_status("")  # the failed click is history once the store is back
+        if available:
+            self.line.store_back()
+        self.render()
+
+    def on_throttled(self) -> None:
+        hold_s = self.line.throttled()
+        self.render()
+        if self.slow_down_timer is not None:
+            self.slow_down_timer.cancel()
+        # One timer per page, only while refused: takes "slow down" away once it expired.
+        self.slow_down_timer = asyncio.get_running_loop().call_later(hold_s, self.render)
 
     def mark_stale(self, stale: bool) -> None:
         # Fading the row, not each number, keeps the numbers' own patches one field.
+        known = any(self.counters.value(name) is not None for name in LABELS)
+        self.outage.value = status.banner(known)
         self.unreachable.visible = stale
         self.stats.opacity = STALE_OPACITY if stale else 1.0
 
-    def set_status(self, text: str) -> None:
-        if self.status.value != text:
-            self.status.value = text
-            self.status_line.visible = bool(text)  # an empty line would leave a gap
-            self.status_line.update()
+    def render(self) -> None:
+        """Show what the status line says now."""
+        text = self.line.text
+        if self.status.value == text:
+            return
+        self.status.value = text
+        self.status_line.visible = bool(text)  # an empty line would leave a gap
+        if self.mounted:
+            # RuntimeError/AttributeError: the session is gone (a timer outlived it);
+            # the line is set all the same for a reconnect's full render.
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.status_line.update()
 
     async def on_click(self, _event: Any) -> None:
         # Everything this handler changes is pushed by hand; Flet's auto-update would
         # only re-diff the whole page for nothing (about 8% of a worker's CPU per click).
         ft.context.disable_auto_update()  # type: ignore[no-untyped-call]  # flet leaves it unannotated
-        await self.count(CLICKS)
+        await self.click(CLICKS)
 
     async def on_route_change(self, _event: Any) -> None:
         ft.context.disable_auto_update()  # type: ignore[no-untyped-call]  # flet leaves it unannotated
-        await self.count(VIEWS)
+        await self.count_itself(VIEWS)

@@ -13,7 +13,7 @@ from typing import Any
 
 import flet as ft
 
-from counter_service.errors import CounterServiceError
+from counter_service.errors import CorruptCounter, CounterServiceError
 from counter_service.flet import internals
 from counter_service.flet.live import Fanout, LiveCounters
 from counter_service.flet.websockets import current_websocket
@@ -46,7 +46,12 @@ class PageCounters:
 
         Raises what `CounterService.incr` raises: `CorruptCounter` (nothing written),
         `StoreUnavailable`, `InvalidCounterName`, ..."""
-        event = await self._service.incr(name, amount)
+        try:
+            event = await self._service.incr(name, amount)
+        except CorruptCounter:
+            # Every page that shows it should say so now, not at the next reconciliation.
+            self._service.counters.read_back([name])
+            raise
         self._live.show(CounterUpdate.change(event))
         return event.value
 

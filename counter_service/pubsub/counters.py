@@ -22,13 +22,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from counter_service.backoff import Backoff
-from counter_service.errors import CorruptCounter, StoreError
+from counter_service.errors import CorruptCounter, StoreError, StoreUnavailable
 from counter_service.events import CounterEvent, InvalidEvent, parse_event
+from counter_service.logs import SummarizedWarnings
 from counter_service.redis.store import CounterStore, ReadResult
 from counter_service.tasks import BackgroundTask
 from counter_service.versions import CounterUpdate
 
 logger = logging.getLogger(__name__)
+_refused = SummarizedWarnings(logger)
 
 READ_CHUNK = 500
 DEFAULT_DEBOUNCE_S = 0.1
@@ -41,9 +43,13 @@ class CounterRelayStats:
 
     messages: int = 0
     applied: int = 0
-    duplicate: int = 0
+    """Events that were exactly the next version of what the process held: shown."""
+    stale: int = 0
+    """Events not newer than what the process held: a duplicate (dropped) or a lower
+    version (read back: Redis may have lost writes)."""
     suspect: int = 0
-    """Events that were not the next version: each asked for a read-back."""
+    """Events newer than what the process held but not the next version, the same
+    version with another value, or for a counter not read yet: each read back."""
     invalid: int = 0
     unwatched: int = 0
     readbacks: int = 0
@@ -139,14 +145,24 @@ class CounterRelay:
         held = self._held.get(event.name)
         if held is None:
             self.stats.unwatched += 1
-        elif _is_next(held.update, event):
+        else:
+            self._judge(held, event)
+
+    def _judge(self, held: _Held, event: CounterEvent) -> None:
+        """Apply the next version; count anything else by what it says, and read back
+        whatever could mean that pages show something Redis does not hold."""
+        current = None if held.update is None else held.update.event
+        if current is not None and event.version == current.version + 1:
             self.stats.applied += 1
             self._set(held, CounterUpdate.change(event))
             self._observe_delay(event)
-        elif held.update is not None and held.update.event == event:
-            self.stats.duplicate += 1
+        elif current is not None and event == current:
+            self.stats.stale += 1  # a duplicate: nothing to learn
+        elif current is not None and event.version < current.version:
+            self.stats.stale += 1
+            self.read_back([event.name])  # Redis may have lost writes (or a forgery)
         else:
-            self.stats.suspect += 1
+            self.stats.suspect += 1  # a gap, a conflict, or nothing valid held yet
             self.read_back([event.name])
 
     async def resync(self, _resubscribed: bool = False) -> None:
@@ -176,7 +192,12 @@ class CounterRelay:
     async def _retry_later(self, names: list[str], error: StoreError) -> None:
         self.stats.read_failures += 1
         delay = self._backoff.next_delay()
-        logger.warning("reading counters back failed (%s); retrying in %.2fs", error, delay)
+        # An outage is reported once per attempt by the subscriber; a refusal (NOPERM,
+        # OOM...) is this loop's own news, summarised when it repeats.
+        if isinstance(error, StoreUnavailable):
+            logger.debug("reading counters back failed (%s); retrying in %.2fs", error, delay)
+        else:
+            _refused.warn(type(error).__name__, "reading counters back failed: %s", error)
         await asyncio.sleep(delay)
         self.read_back(names)
 
@@ -199,7 +220,7 @@ class CounterRelay:
         if held is None:
             return  # nobody watches it any more
         if isinstance(result, CorruptCounter):
-            self._set(held, CounterUpdate.broken(name, str(result)))
+            self._set(held, CounterUpdate.broken(name, result.problem))
         elif _overtaken(held, result, changes_when_sent):
             self.stats.stale_reads += 1
         elif _contradicts(held.update, result):
@@ -219,10 +240,6 @@ class CounterRelay:
     def _observe_delay(self, event: CounterEvent) -> None:
         if event.published_ms is not None:
             self._on_delay(max(0.0, time.time() - event.published_ms / 1000))
-
-
-def _is_next(held: CounterUpdate | None, event: CounterEvent) -> bool:
-    return held is not None and held.event is not None and event.version == held.event.version + 1
 
 
 def _contradicts(held: CounterUpdate | None, read: CounterEvent) -> bool:

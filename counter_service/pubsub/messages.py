@@ -21,13 +21,18 @@ from redis.asyncio.cluster import RedisCluster
 
 from counter_service.backoff import Backoff
 from counter_service.errors import MessageTooLarge, StoreError, StoreUnavailable
+from counter_service.logs import SummarizedWarnings
 from counter_service.redis.store import translated_errors
 from counter_service.tasks import BackgroundTask
 
 logger = logging.getLogger(__name__)
+_refused = SummarizedWarnings(logger)
 
 MAX_PENDING = 10_000
 MAX_DEPTH = 64
+LARGEST_ENVELOPE = 1024 * 1024
+"""The largest `max_message_bytes` settings allow: the bound for a receiver that was
+not told its own (the sender's limit covers the whole envelope, overhead included)."""
 _BATCH = 256
 _KEYS = frozenset({"w", "s", "t", "m"})
 
@@ -96,18 +101,40 @@ def encode(message: AppMessage, limit: int) -> str:
     return text
 
 
-def parse(raw: bytes | str) -> AppMessage:
-    """One envelope from the channel; `InvalidMessage` if it is not one."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidMessage(f"not JSON: {exc}") from None
+def parse(raw: bytes | str, limit: int = LARGEST_ENVELOPE) -> AppMessage:
+    """One envelope from the channel; `InvalidMessage` if it is not one a sender with
+    envelope limit `limit` (`max_message_bytes`) could have published: larger, not
+    JSON, not an envelope, or carrying what `check_json` refuses (NaN, deep nesting)."""
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+    if size > limit:
+        # Before decoding: a forged giant costs a length check, not a parse.
+        raise InvalidMessage(f"{size} bytes, over the limit of {limit} bytes")
+    data = _decoded(raw)
     if not isinstance(data, dict) or set(data) != _KEYS:
         raise InvalidMessage("expected an object with exactly w, s, t and m")
     worker, exclude, topic = data["w"], data["s"], data["t"]
     if not isinstance(worker, str) or not all(_str_or_none(v) for v in (exclude, topic)):
         raise InvalidMessage("w must be a string, s and t strings or null")
+    try:
+        check_json(data["m"])  # what handlers get is what a sender could have sent
+    except TypeError as exc:
+        raise InvalidMessage(str(exc)) from None
     return AppMessage(worker, exclude, topic, data["m"])
+
+
+def _decoded(raw: bytes | str) -> Any:
+    try:
+        return _DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        # RecursionError: nesting deep enough to exhaust the C decoder's stack guard.
+        raise InvalidMessage(f"not JSON: {type(exc).__name__}: {exc}"[:200]) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _str_or_none(value: object) -> bool:
@@ -191,7 +218,10 @@ class Publisher:
         except StoreError as exc:
             self.failing = True
             delay = self._backoff.next_delay()
-            logger.warning("publishing app messages failed (%s); retrying in %.2fs", exc, delay)
+            if isinstance(exc, StoreUnavailable):  # the subscriber reports the outage
+                logger.debug("publishing app messages failed (%s); retrying in %.2fs", exc, delay)
+            else:
+                _refused.warn(type(exc).__name__, "publishing app messages failed: %s", exc)
             await asyncio.sleep(delay)
             return
         self._published(len(batch))

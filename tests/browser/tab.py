@@ -3,17 +3,16 @@ sees it: Flutter paints on a canvas, and its accessibility tree is the DOM to us
 
 from __future__ import annotations
 
-import json
 import re
 import time
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect
 
-from tests.stack import STEP
+from counter_service.flet.live import PLACEHOLDER
+from tests.stack import COOKIE, STEP
 
-AFFINITY = "cs_affinity"
+AFFINITY = COOKIE
 """nginx's stickiness cookie (deploy/nginx/counter-service.conf)."""
 VIEWPORT: ViewportSize = {"width": 900, "height": 640}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "reports" / "browser"
@@ -25,21 +24,6 @@ OFF_MACHINE = re.compile(r"^(?!https?://127\.0\.0\.1[:/])")
 expect.set_options(timeout=STEP * 1000)
 NEXT_FRAMES = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
 STILL_SHOTS = 3  # equal screenshots in a row, two frames apart, make a still page
-COOKIE_TRIES = 64  # all on the wrong one of two replicas by chance: 1 in 2**64
-
-
-def cookie_for(url: str, worker: str) -> str:
-    """An affinity cookie value that nginx hashes to `worker` (asked of /healthz, which
-    answers with its worker id through the same routing as the page)."""
-    for attempt in range(COOKIE_TRIES):
-        value = f"browser-{attempt}"
-        request = urllib.request.Request(
-            f"{url}/healthz", headers={"Cookie": f"{AFFINITY}={value}"}
-        )
-        with urllib.request.urlopen(request, timeout=STEP) as response:
-            if json.load(response)["worker"] == worker:
-                return value
-    raise AssertionError(f"no affinity cookie routes to {worker}")
 
 
 class Tab:
@@ -51,7 +35,8 @@ class Tab:
     @classmethod
     def open(cls, browser: Browser, url: str, affinity: str | None = None) -> Tab:
         """A fresh context on `url`, with the page rendered and its accessibility tree on;
-        `affinity` pins the replica, else nginx picks one and sets the cookie."""
+        `affinity` (a replica's id, `Replica.id`) pins the replica, else nginx picks one
+        and sets the cookie."""
         context = browser.new_context(viewport=VIEWPORT)
         context.route(OFF_MACHINE, lambda route: route.abort())
         if affinity is not None:
@@ -86,6 +71,10 @@ class Tab:
 
     def expect_number(self, label: str, value: int) -> None:
         expect(self.labelled(label)).to_have_text(re.compile(rf":\s*{value}$"))
+
+    def expect_unknown(self, label: str) -> None:
+        """`label` shows the placeholder: no number at all, not a made-up one."""
+        expect(self.labelled(label)).to_have_text(re.compile(rf":\s*{PLACEHOLDER}$"))
 
     @property
     def replica(self) -> str:

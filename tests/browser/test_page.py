@@ -1,6 +1,7 @@
 """The counter page in real Chromium, through `counter-service up --replicas 2` and its
 nginx: two browsers on different replicas see each other's clicks, each names its
-replica, and a Redis outage shows on the page and heals. Screenshots: reports/browser/."""
+replica, a Redis outage shows on the page and heals, and so does a broken counter.
+Screenshots: reports/browser/."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import pytest
 import redis
 from playwright.sync_api import Browser, expect
 
+from counter_service.balancer.nginx import find_nginx
 from counter_service.devtools.fleet import RedisProcess
-from counter_service.devtools.nginx import find_nginx
+from counter_service.names import Names
 from tests.browser.conftest import CHROMIUM
-from tests.browser.tab import Tab, cookie_for
+from tests.browser.tab import Tab
 from tests.stack import Up
-from ui.page import LABELS, STALE, STORE_DOWN, TITLE
+from ui.contract import CLICKS
+from ui.page import LABELS, TITLE
+from ui.status import NO_ANSWER, STALE, broken
 
 pytestmark = [
     pytest.mark.e2e,
@@ -42,8 +46,8 @@ def tabs(browser: Browser, stack: Up) -> Iterator[Tabs]:
     with the cookie nginx gives it), the second pinned to the other replica by cookie."""
     first = Tab.open(browser, stack.url)
     try:
-        other = next(r.worker for r in stack.replicas() if r.worker != first.replica)
-        second = Tab.open(browser, stack.url, cookie_for(stack.url, other))
+        other = next(r for r in stack.replicas() if r.worker != first.replica)
+        second = Tab.open(browser, stack.url, other.id)
         try:
             yield first, second
         finally:
@@ -99,13 +103,37 @@ def test_while_redis_is_down_the_page_says_so_and_then_follows_the_store(
             expect(tab.shown(STALE)).to_be_visible()
         second.expect_number("Clicks", clicks + 1)  # the last known value, faded: no zero
         first.click()
-        expect(first.shown(STORE_DOWN)).to_be_visible()
+        expect(first.shown(NO_ANSWER)).to_be_visible()  # not "not counted": it may have
         first.screenshot("store-unreachable")
     finally:
         redis_server.start()
     for tab in tabs:
         expect(tab.shown(STALE)).to_have_count(0)
         tab.expect_number("Clicks", clicks)  # the store's truth, though lower than shown
-    expect(first.shown(STORE_DOWN)).to_have_count(0)
+    expect(first.shown(NO_ANSWER)).to_have_count(0)
     second.click()
     first.expect_number("Clicks", clicks + 1)
+
+
+def test_a_broken_counter_says_so_on_every_page_and_heals_once_repaired(
+    tabs: Tabs, redis_server: RedisProcess
+) -> None:
+    first, second = tabs
+    clicks = clicks_in_both(tabs)
+    key = Names("counter-service").value(CLICKS)
+    message = broken("Clicks", 'holds "abc", not an integer')
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.set(key, "abc")
+        first.click()  # refused, nothing written: and every page is told at once
+        for tab in tabs:
+            expect(tab.shown(message)).to_be_visible()
+            tab.expect_unknown("Clicks")
+        assert client.get(key) == b"abc"
+        second.screenshot("counter-broken")
+        client.set(key, str(clicks + 10))  # repaired, with no click: reconciliation heals it
+    for tab in tabs:
+        tab.expect_number("Clicks", clicks + 10)
+        expect(tab.shown(message)).to_have_count(0)
+    second.screenshot("counter-repaired")
+    second.click()
+    first.expect_number("Clicks", clicks + 11)

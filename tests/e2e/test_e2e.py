@@ -14,8 +14,12 @@ from redis.asyncio import Redis
 
 from counter_service.devtools.fleet import Fleet, ServerProcess
 from counter_service.devtools.headless import HeadlessSession
+from counter_service.flet.live import PLACEHOLDER
+from counter_service.names import Names
 from tests.support import eventually
-from ui.contract import COUNTERS
+from ui import status
+from ui.contract import BUTTON, CLICKS, COUNTERS, STATUS
+from ui.page import LABELS
 
 pytestmark = pytest.mark.e2e
 
@@ -241,3 +245,46 @@ async def test_fifty_thousand_forged_names_leave_a_workers_memory_flat(
     assert grown_kb < 8 * 1024  # holding them would take tens of MB
     await clients[0].session.click("increment")
     await wait_all(clients, clicks=1)
+
+
+async def test_a_broken_counter_shows_on_every_page_and_clears_once_repaired(
+    fleet: Fleet, clients: list[Client]
+) -> None:
+    await wait_all(clients, views=20)
+    message = status.broken(LABELS[CLICKS], 'holds "abc", not an integer')
+    key = Names("counter-service").value(CLICKS)
+    redis = Redis.from_url(fleet.redis.url)
+    try:
+        await redis.set(key, "abc")
+        await clients[0].session.click(BUTTON)  # refused: every page is told at once
+
+        async def broken(client: Client) -> None:
+            await client.session.wait_for(
+                lambda s: s.value(STATUS) == message and s.value(CLICKS) == PLACEHOLDER, WAIT_S
+            )
+
+        await asyncio.gather(*(broken(c) for c in clients))
+        assert await redis.get(key) == b"abc"
+        await redis.set(key, "5")  # no click: the next reconciliation heals it
+    finally:
+        await redis.aclose()
+    await wait_all(clients, clicks=5)
+    await asyncio.gather(
+        *(c.session.wait_for(lambda s: s.value(STATUS) == "", WAIT_S) for c in clients)
+    )
+
+
+async def test_slow_down_stays_while_clicks_are_refused_then_goes(fleet: Fleet) -> None:
+    session = await HeadlessSession.connect(fleet.servers[0].url)
+    lines: list[str] = []
+    session.on_change = lambda key, value, _at: lines.append(str(value)) if key == STATUS else None
+    try:
+        await session.wait_for(lambda s: s.int_value(CLICKS) is not None, WAIT_S)
+        for _ in range(150):  # 50 a second for 3 s: over the rate, under the flood limit
+            await session.click(BUTTON)
+            await asyncio.sleep(0.02)  # pacing the clicks, not waiting for anything
+        await session.wait_for(lambda s: s.value(STATUS) == "", WAIT_S)
+    finally:
+        await session.close()
+    said = [line for i, line in enumerate(lines) if i == 0 or lines[i - 1] != line]
+    assert said[said.index(status.SLOW_DOWN) :] == [status.SLOW_DOWN, ""], said

@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ pytestmark = pytest.mark.e2e
 WAIT_S = 30.0
 APP = "tests.e2e.apps.pubsub_app:app"
 MAX_MESSAGE_BYTES = 4096
+MESSAGES_CHANNEL = "counter-service:messages"
 
 
 class Peer:
@@ -148,6 +151,35 @@ async def test_every_session_sees_one_topic_in_the_same_order(peers: list[Peer])
         assert mine == [f"{sender}{i}" for i in range(50)]
 
 
+async def plain_log(peer: Peer, count: int) -> list[Any]:
+    """What the session's plain handler got, once it got `count` messages."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        await peer.run("dump_plain")
+        got = json.loads(str(peer.session.value("plain")))
+        if len(got) >= count or time.monotonic() > deadline:
+            return list(got)
+        await asyncio.sleep(0.05)  # the messages are still coming: ask again
+
+
+async def test_plain_handlers_see_one_topic_in_the_same_order_everywhere(
+    peers: list[Peer],
+) -> None:
+    for peer in peers:
+        await peer.run("subscribe_topic_plain", topic="plain")
+    await asyncio.gather(
+        peers[0].run("send_many", topic="plain", messages=[f"a{i}" for i in range(100)]),
+        peers[1].run("send_many", topic="plain", messages=[f"b{i}" for i in range(100)]),
+    )
+    logs = await asyncio.gather(*(plain_log(p, 200) for p in peers))
+    sequences = [[m for _topic, m in log] for log in logs]
+    assert all(len(seq) == 200 for seq in sequences), [len(seq) for seq in sequences]
+    assert all(seq == sequences[0] for seq in sequences), sequences
+    for sender in "ab":
+        mine = [m for m in sequences[0] if m.startswith(sender)]
+        assert mine == [f"{sender}{i}" for i in range(100)]
+
+
 async def test_bad_messages_are_refused_at_the_sender(peers: list[Peer]) -> None:
     await peers[0].run("send_set")
     await peers[0].session.wait_for(lambda s: "TypeError" in str(s.value("error")), WAIT_S)
@@ -157,6 +189,37 @@ async def test_bad_messages_are_refused_at_the_sender(peers: list[Peer]) -> None
     await peers[1].run("send_big", size=100)
     await everyone_receives(peers, ["*", "x" * 100])
     assert all(len(p.log()) == 1 for p in peers)  # nothing of the refused ones arrived
+
+
+def app_metrics(fleet: Fleet, worker: int) -> dict[str, Any]:
+    url = fleet.servers[worker].url + "/metrics.json"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return dict(json.load(response))
+
+
+async def test_forged_giant_and_undecodable_envelopes_are_dropped_by_every_worker(
+    fleet: Fleet, peers: list[Peer]
+) -> None:
+    envelope = '{"w":"forger","s":null,"t":null,"m":%s}'
+    forgeries = [
+        envelope % json.dumps("x" * (6 << 20)),  # 6 MB: only senders checked the size
+        envelope % json.dumps("x" * MAX_MESSAGE_BYTES),  # over these workers' own limit
+        envelope % ("[" * 100_000 + "]" * 100_000),  # deep enough to exhaust the decoder
+        envelope % "[NaN]",  # no sender can send it
+        b"\xff\xfe not even text",
+    ]
+    redis = Redis.from_url(fleet.redis.url)
+    try:
+        for forged in forgeries:
+            assert await redis.publish(MESSAGES_CHANNEL, forged) == 2
+    finally:
+        await redis.aclose()
+    await peers[0].run("send_all", message="marker")  # published after, delivered after
+    await everyone_receives(peers, ["*", "marker"])
+    assert all(p.log() == [["*", "marker"]] for p in peers)
+    for worker in (0, 1):
+        assert app_metrics(fleet, worker)["messages"]["invalid"] == len(forgeries)
+        assert "Traceback" not in fleet.servers[worker].log_tail(500)
 
 
 async def test_sessions_hear_that_messages_may_have_been_missed(

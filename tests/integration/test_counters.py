@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from counter_service.devtools.fleet import RedisProcess
 from counter_service.errors import CorruptCounter
 from counter_service.events import CounterEvent
+from counter_service.names import Names
 from counter_service.service import CounterService
 from counter_service.settings import Settings
 from counter_service.versions import CounterUpdate
@@ -184,20 +185,50 @@ async def test_a_corrupt_counter_is_reported_and_heals_once_repaired(
     assert (await service.incr("clicks")).value == 11
 
 
-@pytest.mark.parametrize("corruption", ["list", "bad version"])
-async def test_other_corruptions_break_only_their_counter(
-    watcher: Watcher, redis_client: Redis, corruption: str
-) -> None:
-    names = watcher.service.names
-    if corruption == "list":
+async def corrupt(redis_client: Redis, names: Names, corruption: str) -> None:
+    if corruption == "abc":
+        await redis_client.set(names.value("clicks"), "abc")
+    elif corruption == "list":
         await redis_client.delete(names.value("clicks"))
         await redis_client.rpush(names.value("clicks"), "1")
-    else:
+    elif corruption == "bad version":
         await redis_client.set(names.version("clicks"), "not-a-number")
+    else:
+        await redis_client.set(names.version("clicks"), "-3")  # versions only grow from 1
+
+
+async def dump(redis_client: Redis, names: Names) -> tuple[bytes | None, bytes | None]:
+    """Both keys of clicks exactly as Redis holds them."""
+    return (
+        await redis_client.dump(names.value("clicks")),
+        await redis_client.dump(names.version("clicks")),
+    )
+
+
+@pytest.mark.parametrize("corruption", ["abc", "list", "bad version", "negative version"])
+async def test_a_corrupt_counter_refuses_increments_without_writing_and_heals(
+    watcher: Watcher, redis_client: Redis, corruption: str
+) -> None:
+    service, names = watcher.service, watcher.service.names
+    await clicks(watcher, 3)
+    await corrupt(redis_client, names, corruption)
+    before = await dump(redis_client, names)
+    with pytest.raises(CorruptCounter) as refused:
+        await service.incr("clicks")
+    assert refused.value.key in (names.value("clicks"), names.version("clicks"))
+    assert refused.value.key in str(refused.value)
+    assert await dump(redis_client, names) == before  # nothing written, not even a version
     await eventually(lambda: watcher.shows("clicks", None), timeout=3 * RECONCILE_S + 5)
-    await watcher.service.incr("views")
+    latest = service.latest("clicks")
+    assert latest is not None
+    assert latest.problem == refused.value.problem  # the reason alone, not the whole error
+    assert (await service.incr("views")).value == 1  # other counters carry on
     await eventually(lambda: watcher.shows("views", 1))
-    assert watcher.service.ready
+    assert service.ready
+    await redis_client.delete(names.value("clicks"), names.version("clicks"))  # repaired
+    await eventually(lambda: watcher.shows("clicks", 0), timeout=3 * RECONCILE_S + 5)
+    assert (await service.incr("clicks")).value == 1
+    await eventually(lambda: watcher.shows("clicks", 1))
 
 
 async def test_changes_missed_while_unsubscribed_are_read_back(

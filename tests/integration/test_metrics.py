@@ -107,7 +107,7 @@ async def test_each_kind_of_event_counts_under_its_outcome(
     await redis_client.publish(channel, "garbage")
     await redis_client.publish(channel, CounterEvent("nobody-watches", 1, 1).encode())
     await eventually(lambda: relay(service, "unwatched") >= 1, what="all four handled")
-    assert [relay(service, o) for o in ("duplicate", "suspect", "invalid")] == [1, 1, 1]
+    assert [relay(service, o) for o in ("stale", "suspect", "invalid")] == [1, 1, 1]
     await eventually(
         lambda: value(service, "counter_service_readbacks_total") > readbacks, what="read back"
     )

@@ -114,3 +114,15 @@ def test_promtool_accepts_every_query(tmp_path: Path) -> None:
 def concrete(query: str) -> str:
     """The query as Grafana sends it, with its variables filled in."""
     return query.replace("$__rate_interval", "1m").replace("$job", ".*").replace("$instance", ".*")
+
+
+def test_the_relay_panel_explains_every_outcome_the_app_exposes(
+    exposed: dict[str, dict[str, set[str]]],
+) -> None:
+    relay = "counter_service_relay_events_total"
+    outcomes = exposed[relay]["outcome"]
+    assert {"applied", "stale", "suspect", "invalid", "unwatched"} <= outcomes
+    described = [p for p in panels() if any(relay in t["expr"] for t in p["targets"])]
+    assert described
+    for panel in described:
+        assert all(f"{o}:" in panel["description"] for o in outcomes), panel["title"]

@@ -96,3 +96,39 @@ def test_exclusion_applies_only_on_the_senders_worker() -> None:
 def test_foreign_messages_are_refused(raw: str | bytes) -> None:
     with pytest.raises(InvalidMessage):
         parse(raw)
+
+
+def test_an_envelope_up_to_the_senders_limit_is_accepted_and_one_byte_more_refused() -> None:
+    limit = 4096
+    message = AppMessage("w", None, "t", "é" * 10)
+    text = encode(message, limit)
+    padded = text.replace('"m":"', '"m":"' + "x" * (limit - len(text.encode())))
+    assert len(padded.encode()) == limit
+    assert parse(padded, limit).message == "x" * (limit - len(text.encode())) + "é" * 10
+    assert parse(padded.encode(), limit) == parse(padded, limit)
+    with pytest.raises(InvalidMessage, match=f"{limit + 1} bytes, over the limit of {limit}"):
+        parse(padded.replace('"m":"', '"m":"x'), limit)
+
+
+def test_a_giant_forged_envelope_is_refused_without_a_limit_given() -> None:
+    giant = json.dumps({"w": "x", "s": None, "t": None, "m": "x" * (6 << 20)})
+    with pytest.raises(InvalidMessage, match="over the limit"):
+        parse(giant.encode())
+
+
+def test_nesting_deep_enough_to_exhaust_the_decoder_is_refused() -> None:
+    deep = '{"w":"x","s":null,"t":null,"m":' + "[" * 200_000 + "]" * 200_000 + "}"
+    with pytest.raises(InvalidMessage, match="not JSON: RecursionError"):
+        parse(deep)
+
+
+def test_nesting_deeper_than_a_sender_may_is_refused() -> None:
+    deep = "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)
+    with pytest.raises(InvalidMessage, match="nested"):
+        parse('{"w":"x","s":null,"t":null,"m":' + deep + "}")
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_what_no_sender_can_send_is_refused(constant: str) -> None:
+    with pytest.raises(InvalidMessage, match="not a JSON value"):
+        parse('{"w":"x","s":null,"t":null,"m":[' + constant + "]}")

@@ -4,12 +4,16 @@ The button `cmd` runs the command in its click event's data (JSON); each session
 what it received in the Text `log` (a JSON list), the last refusal in `error`, and how
 many commands it has run in `done` (so a test knows a subscription is in place). Each
 counter of `COUNTERS` shows live in a Text keyed by its name; `incr` adds to one.
+`subscribe_topic_plain` subscribes a plain (not async) handler that works about a
+millisecond, as Flet runs in its thread pool; `dump_plain` shows what it got in `plain`.
 Run with: uvicorn tests.e2e.apps.pubsub_app:app (REDIS_URL set).
 """
 
 from __future__ import annotations
 
 import json
+import random
+import time
 from typing import Any
 
 import flet as ft
@@ -22,6 +26,8 @@ COUNTERS = tuple(f"c{i}" for i in range(8))
 async def main(page: ft.Page) -> None:
     received: list[Any] = []
     log = ft.Text(key="log", value="[]")
+    plain_received: list[Any] = []
+    plain = ft.Text(key="plain", value="[]")
     error = ft.Text(key="error", value="")
     done = ft.Text(key="done", value="0")
     pubsub = page.pubsub
@@ -37,6 +43,14 @@ async def main(page: ft.Page) -> None:
     async def on_topic(topic: str, message: Any) -> None:
         record([topic, message])
 
+    def on_topic_plain(topic: str, message: Any) -> None:
+        time.sleep(random.random() * 0.002)  # some work, in Flet's thread pool
+        plain_received.append([topic, message])
+
+    def dump_plain() -> None:
+        plain.value = json.dumps(plain_received)
+        plain.update()
+
     def on_missed() -> None:
         record(["missed"])
 
@@ -50,6 +64,8 @@ async def main(page: ft.Page) -> None:
         "send_big": lambda c: pubsub.send_all("x" * c["size"]),
         "subscribe": lambda c: pubsub.subscribe(on_all),
         "subscribe_topic": lambda c: pubsub.subscribe_topic(c["topic"], on_topic),
+        "subscribe_topic_plain": lambda c: pubsub.subscribe_topic(c["topic"], on_topic_plain),
+        "dump_plain": lambda c: dump_plain(),
         "unsubscribe": lambda c: pubsub.unsubscribe(),
         "unsubscribe_topic": lambda c: pubsub.unsubscribe_topic(c["topic"]),
         "unsubscribe_all": lambda c: pubsub.unsubscribe_all(),
@@ -78,6 +94,7 @@ async def main(page: ft.Page) -> None:
         ft.Text(key="session", value=page.session.id),
         ft.Button(key="cmd", content="cmd", on_click=run),
         log,
+        plain,
         error,
         done,
     )
