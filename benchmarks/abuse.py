@@ -67,6 +67,10 @@ class Latencies:
         p99 = percentile(self.samples, 99)
         return None if p99 is None else p99 * 1000
 
+    def clicks(self) -> int:
+        """Clicks sent: each one was either seen (a sample) or timed out."""
+        return len(self.samples) + self.timeouts
+
 
 async def click_like_a_person(client: Client, until: float, into: Latencies) -> None:
     """Click, wait until the own page shows a newer value, pause; until `until`."""
@@ -85,10 +89,42 @@ def _shows_more_than(value: int) -> Callable[[Client], bool]:
     return lambda client: (client.shown(CLICKS) or 0) > value
 
 
-async def flood(client: Client, until: float) -> int:
-    """Send clicks back to back, without waiting for anything; how many were sent."""
+@dataclass
+class Flood:
+    """What one flooding attacker did: clicks sent, over how many connections."""
+
+    sent: int = 0
+    connections: int = 0
+
+
+async def flood(fleet: VariantFleet, first: Client, until: float) -> Flood:
+    """Send clicks back to back, without waiting for anything, until `until`; each time
+    the server cuts the session off, open a new one and go on, as an attacker would."""
+    done, client = Flood(), first
+    try:
+        while True:
+            done.connections += 1
+            done.sent += await _flood_one(client, until)
+            if time.monotonic() >= until:
+                return done
+            await _close_unless_first(client, first)
+            client = await fleet.open_client(0)
+    except Exception:  # the worker refused a new session: the flood cannot go on
+        return done
+    finally:
+        await _close_unless_first(client, first)
+
+
+async def _close_unless_first(client: Client, first: Client) -> None:
+    if client is not first:  # the scenario closes the first with the others
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+async def _flood_one(client: Client, until: float) -> int:
+    """Clicks sent on one connection before the server closed it (or `until`)."""
     sent = 0
-    with contextlib.suppress(Exception):  # the server may close a flooding session
+    with contextlib.suppress(Exception):  # the server closes a flooding session
         while time.monotonic() < until:
             await client.click()
             sent += 1
@@ -107,25 +143,26 @@ async def sample_rss(pid: int, until: float) -> int:
 
 
 async def phase(
-    clickers: Sequence[Client], seconds: float, flooder: Client | None
-) -> tuple[Latencies, int]:
-    """The clickers click for `seconds` (and `flooder` floods); their latencies, and how
-    many clicks the flood sent."""
+    fleet: VariantFleet, clickers: Sequence[Client], seconds: float, flooder: Client | None
+) -> tuple[Latencies, Flood]:
+    """The clickers click for `seconds` (and `flooder` floods, reconnecting); their
+    latencies, and what the flood did."""
     until = time.monotonic() + seconds
     latencies = Latencies()
-    flooding = asyncio.ensure_future(_flood_or_not(flooder, until))
+    flooding = asyncio.ensure_future(_flood_or_not(fleet, flooder, until))
     await asyncio.gather(*(click_like_a_person(c, until, latencies) for c in clickers))
     return latencies, await flooding
 
 
-async def _flood_or_not(flooder: Client | None, until: float) -> int:
-    return 0 if flooder is None else await flood(flooder, until)
+async def _flood_or_not(fleet: VariantFleet, flooder: Client | None, until: float) -> Flood:
+    return Flood() if flooder is None else await flood(fleet, flooder, until)
 
 
 async def flood_scenario(fleet: VariantFleet, cfg: AbuseConfig) -> list[Row]:
     """20 sessions click like people on one worker, first alone, then while one more
-    session floods it with clicks: their p99, the worker's RSS, and what the flood
-    still costs once it stopped."""
+    session floods it with clicks, reconnecting whenever it is cut off: their p99, the
+    worker's RSS, the connections the flood opened and the clicks it got counted, and
+    what the flood still costs once it stopped."""
     pid = fleet.server_pids[0]
     clients = await open_on_first(fleet, cfg.clickers + 1, 60.0)
     try:
@@ -133,17 +170,21 @@ async def flood_scenario(fleet: VariantFleet, cfg: AbuseConfig) -> list[Row]:
             return [{"note": f"only {len(clients)} sessions opened"}]
         flooder, clickers = clients[0], clients[1:]
         start_rss = procstat.rss_bytes(pid)
-        calm, _ = await phase(clickers, cfg.flood_s, None)
+        calm, _ = await phase(fleet, clickers, cfg.flood_s, None)
         before = await fleet.read_counter(CLICKS)
         peak = asyncio.ensure_future(sample_rss(pid, time.monotonic() + cfg.flood_s))
-        flooded, sent = await phase(clickers, cfg.flood_s, flooder)
+        flooded, attack = await phase(fleet, clickers, cfg.flood_s, flooder)
+        counted = await fleet.read_counter(CLICKS) - before
         row: Row = {
             "calm_p99_ms": calm.p99_ms(),
             "flood_p99_ms": flooded.p99_ms(),
             "p99_ratio": _ratio(flooded.p99_ms(), calm.p99_ms()),
             "timeouts": flooded.timeouts,
-            "flood_clicks_sent": sent,
-            "counted_during_flood": await fleet.read_counter(CLICKS) - before,
+            "flood_clicks_sent": attack.sent,
+            "flood_connections": attack.connections,
+            "counted_during_flood": counted,
+            # Every click of the people counts once (they click far below the limit).
+            "flood_clicks_counted": counted - flooded.clicks(),
             "rss_start_mb": round(start_rss / MB, 1),
             "rss_peak_mb": round(await peak / MB, 1),
         }

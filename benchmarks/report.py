@@ -50,6 +50,8 @@ COLUMNS: dict[str, list[Column]] = {
         ("ratio", "p99_ratio"),
         ("timeouts", "timeouts"),
         ("flood clicks sent", "flood_clicks_sent"),
+        ("flood connections", "flood_connections"),
+        ("flood clicks counted", "flood_clicks_counted"),
         ("counted during the flood", "counted_during_flood"),
         ("counted 1-3 s after", "counted_1_to_3s_after"),
         ("worker CPU 1-3 s after", "cpu_1_to_3s_after_pct"),

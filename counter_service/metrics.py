@@ -63,8 +63,9 @@ INCREMENT_OUTCOMES = (
     "ok", "corrupt", "overflow", "invalid", "busy", "unavailable", "refused", "cancelled",
     "error",
 )  # fmt: skip
-RELAY_OUTCOMES = ("applied", "duplicate", "suspect", "invalid", "unwatched")
+RELAY_OUTCOMES = ("applied", "stale", "suspect", "invalid", "unwatched")
 REFUSAL_REASONS = ("bad frame", "never registered", "not reading", "flooding")
+WEBSOCKET_STATES = ("registered", "unregistered")
 
 
 def increment_outcome(error: BaseException | None) -> str:
@@ -256,7 +257,15 @@ class WebsocketCollector:
         self._stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        """Refused connections by reason, and refused events."""
+        """Open websockets by state, refused connections by reason, and refused events."""
+        open_now = GaugeMetricFamily(
+            PREFIX + "websockets_open",
+            "Websockets being handled, by state: registered, or not yet.",
+            labels=["state"],
+        )
+        for state in WEBSOCKET_STATES:
+            open_now.add_metric([state], self._stats.open.get(state, 0))
+        yield open_now
         refused = _labelled_counter(
             "websockets_refused", "Websocket connections closed by the guard.", "reason"
         )

@@ -2,17 +2,22 @@
 
 Flet 1.0.5 stops reading a websocket for good when a frame does not parse or has an
 unknown shape; before the register message nothing then ever notices that the client
-left, and after it each such frame logs a traceback. So every frame is checked here the
-way Flet will decode it, and a bad one closes the connection with one warning line.
-The body fields come from Flet's own protocol dataclasses (pinned by
-tests/unit/test_flet_frames.py).
+left, and after it each such frame logs a traceback (or, for an event, an asyncio
+"Task exception was never retrieved"). So every frame is decoded here as Flet decodes
+it (msgpack, Flet's extension types) and classified by its decoded action, never by
+its bytes; its body must have the fields Flet's protocol dataclass for that action
+declares, each of the type Flet uses it as. A frame that fails closes the connection
+with one warning line (counter_service.flet.websockets). Flet's dataclasses, their
+fields and the `MessageAction` values this relies on are pinned by
+tests/unit/test_flet_frames.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import MISSING, fields
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, fields
+from types import NoneType, UnionType
+from typing import Any, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 import msgpack
 from flet.messaging.protocol import (
@@ -28,27 +33,96 @@ PROTOCOL_FRAME = 0x00
 DATA_CHANNEL_FRAME = 0x01
 REGISTER = MessageAction.REGISTER_CLIENT.value
 EVENT = MessageAction.CONTROL_EVENT.value
+PROPS = MessageAction.UPDATE_CONTROL_PROPS.value
+METHOD_RESULT = MessageAction.INVOKE_METHOD.value
 DATA = -1
 """The action reported for a data-channel frame."""
 
-
-def _accepted(body: type) -> tuple[frozenset[str], frozenset[str]]:
-    """The keys Flet's `Body(**body)` accepts, and those it requires."""
-    names = frozenset(field.name for field in fields(body))
-    required = frozenset(f.name for f in fields(body) if f.default is f.default_factory is MISSING)
-    return names, required
-
-
-_BODIES: dict[int, tuple[frozenset[str], frozenset[str]]] = {
-    action.value: _accepted(body)
-    for action, body in (
-        (MessageAction.REGISTER_CLIENT, RegisterClientRequestBody),
-        (MessageAction.CONTROL_EVENT, ControlEventBody),
-        (MessageAction.UPDATE_CONTROL_PROPS, UpdateControlPropsBody),
-        (MessageAction.INVOKE_METHOD, InvokeMethodResponseBody),
-    )
+CLIENT_BODIES: dict[int, type] = {
+    REGISTER: RegisterClientRequestBody,
+    EVENT: ControlEventBody,
+    PROPS: UpdateControlPropsBody,
+    METHOD_RESULT: InvokeMethodResponseBody,
 }
-"""The actions a client sends, with the body keys Flet accepts and requires for each."""
+"""The actions a client sends, and the dataclass Flet builds each one's body into."""
+
+AS_USED: dict[tuple[type, str], Any] = {
+    # A first visit has no session to resume: browsers send null (Flet tests truthiness).
+    (RegisterClientRequestBody, "session_id"): str | None,
+    # Annotated Any, but Flet applies it with patch_dataclass, which iterates its items.
+    (UpdateControlPropsBody, "props"): dict[str, Any],
+    # Null when the method succeeded, as Flet's own docstring and web client have it.
+    (InvokeMethodResponseBody, "error"): str | None,
+}
+"""Fields whose type, as Flet's clients send them and Flet uses them, is not the
+annotation of Flet's dataclass."""
+
+Check = Callable[[Any], bool]
+
+
+def _anything(_value: Any) -> bool:
+    return True
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int  # not bool: True is no control id
+
+
+def _is_str(value: Any) -> bool:
+    return type(value) is str
+
+
+def _is_str_map(value: Any) -> bool:
+    return type(value) is dict and all(type(key) is str for key in value)
+
+
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+def check_for(annotation: Any) -> Check:
+    """How to check a value Flet declares as `annotation`; TypeError for an annotation
+    this module does not know (a Flet upgrade changed its protocol: look again)."""
+    if annotation is Any:
+        return _anything
+    if annotation is int:
+        return _is_int
+    if annotation is str:
+        return _is_str
+    if annotation is NoneType:
+        return _is_none
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is dict and args[:1] == (str,):
+        return _is_str_map
+    if origin in (Union, UnionType):
+        checks = [check_for(arg) for arg in args]
+        return lambda value: any(check(value) for check in checks)
+    raise TypeError(f"no check for a field of type {annotation!r}")
+
+
+class Body(NamedTuple):
+    """What Flet accepts as the body of one action: a check per field, and the fields
+    it requires (`Body(**body)` fails without them)."""
+
+    checks: dict[str, Check]
+    required: frozenset[str]
+
+
+def _required(field: Field[Any]) -> bool:
+    return field.default is MISSING and field.default_factory is MISSING
+
+
+def body_of(dataclass: type) -> Body:
+    """The `Body` of a Flet protocol dataclass, from its fields and their types."""
+    hints = get_type_hints(dataclass)
+    checks = {
+        f.name: check_for(AS_USED.get((dataclass, f.name), hints[f.name]))
+        for f in fields(dataclass)
+    }
+    return Body(checks, frozenset(f.name for f in fields(dataclass) if _required(f)))
+
+
+_BODIES = {action: body_of(dataclass) for action, dataclass in CLIENT_BODIES.items()}
 
 
 class Frame(NamedTuple):
@@ -89,35 +163,29 @@ def check_frame(message: Mapping[str, Any], registered: bool, max_bytes: int) ->
     return _check_message(_decode(data[1:]), registered)
 
 
-_EVENT_PREFIX = bytes([PROTOCOL_FRAME, 0x92, EVENT])  # [3, ...] as msgpack
-
-
-def looks_like_event(message: Mapping[str, Any]) -> bool:
-    """True if the frame starts like a control event, without decoding it (so a
-    throttled flood costs a byte comparison; a fake passes later checks or fails them)."""
-    data = message.get("bytes")
-    return data is not None and data[:3] == _EVENT_PREFIX
-
-
 def _decode(payload: bytes) -> Any:
     try:
         return msgpack.unpackb(payload, ext_hook=decode_ext_from_msgpack)
-    except Exception as exc:  # msgpack raises several unrelated types for garbage
+    except Exception as exc:  # msgpack (and Flet's ext hook) raise many unrelated types
         raise BadFrame(f"a frame that is not msgpack ({type(exc).__name__})") from None
 
 
 def _check_message(decoded: Any, registered: bool) -> Frame:
-    if not isinstance(decoded, list) or len(decoded) != 2:
+    if type(decoded) is not list or len(decoded) != 2:
         raise BadFrame("a message that is not [action, body]")
     action, body = decoded
-    keys = _BODIES.get(action) if type(action) is int else None
-    if keys is None:
+    expected = _BODIES.get(action) if type(action) is int else None
+    if expected is None:
         raise BadFrame(f"an unknown action {action!r:.20}")
-    accepted, required = keys
-    if not isinstance(body, dict) or not required <= set(body) <= accepted:
-        raise BadFrame(f"a body for action {action} that is not {sorted(accepted)}")
+    _check_body(action, body, expected)
     if (action == REGISTER) == registered:
         raise BadFrame("a second register message" if registered else "a message before register")
-    if action == REGISTER and not isinstance(body["page"], dict):
-        raise BadFrame("a register message without a page")
-    return Frame(int(action), body)
+    return Frame(action, body)
+
+
+def _check_body(action: int, body: Any, expected: Body) -> None:
+    if type(body) is not dict or not expected.required <= body.keys() <= expected.checks.keys():
+        raise BadFrame(f"a body for action {action} that is not {sorted(expected.checks)}")
+    for name, value in body.items():
+        if not expected.checks[name](value):
+            raise BadFrame(f"a body for action {action} whose {name} is a {type(value).__name__}")

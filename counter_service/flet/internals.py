@@ -11,7 +11,9 @@ loudly if a Flet upgrade changes what it relies on:
    (about a third of a worker's CPU under clicks); the answer depends only on the
    control class and the event name.
 3. `CrossProcessHub` / `install_hub` / `hub_of`: Flet's `PubSubHub` of an app, made
-   to publish through Redis; `page.pubsub` keeps its API.
+   to publish through Redis; `page.pubsub` keeps its API. Given no executor, Flet's hub
+   calls a plain handler in place, which lets the hub run each session's plain
+   handlers one after another (in Flet's pool) instead of side by side.
 4. `disconnect_if_abandoned`: Flet 1.0.5 can fail to mark a session disconnected when
    sending to a closing socket fails (see counter_service.flet.websockets).
 5. `on_reconnect`: Flet tells a page about a reconnect only through `page.on_connect`,
@@ -20,15 +22,28 @@ loudly if a Flet upgrade changes what it relies on:
    and not yet expired: what a worker's memory grows with.
 7. `detached`: Flet re-attaches a reconnect only to a session already detached from its
    old connection; the guard lets a reconnect wait (briefly) for that.
+8. `guard_connection` / `current_session` / `end_session` / `has_control`: what the
+   websocket guard (counter_service.flet.websockets) needs of the Flet connection it
+   wraps: FletApp's send queue, unbounded in Flet, is bounded per websocket
+   (`SendQueue`); props a client sends that Flet cannot apply are reported to the
+   guard instead of ending Flet's receive loop with a traceback; the session of the
+   connection is found, and ended at once when the guard refused its client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Executor
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,9 +55,11 @@ from flet.messaging.session import Session
 from flet.pubsub.pubsub_client import PubSubClient
 from flet.pubsub.pubsub_hub import PubSubHub
 from flet_web.fastapi import app_manager
-from flet_web.fastapi.flet_app import DEFAULT_FLET_SESSION_TIMEOUT
+from flet_web.fastapi.flet_app import DEFAULT_FLET_SESSION_TIMEOUT, FletApp
 
 Main = Callable[[ft.Page], Awaitable[None]]
+
+logger = logging.getLogger(__name__)
 
 # 1. The direct value patch
 
@@ -113,13 +130,73 @@ Publish = Callable[[str | None, Any, str | None], None]
 """(topic or None, message, session to exclude or None): validate and queue, or raise."""
 
 
+class _Chain:
+    """One session's plain pubsub handlers, run one call after another, in the order
+    they were delivered, in a thread pool.
+
+    Flet hands every call to its pool on its own, so a session's calls overtake each
+    other. Here a call is submitted only once the previous one returned: an idle
+    session holds no thread and no task, and each call queues behind the other
+    sessions' (FIFO pool), so a busy session cannot starve the rest."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._lock = threading.Lock()
+        self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._running = False
+
+    def add(self, handler: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Run `handler(*args)` after every call added before it."""
+        with self._lock:
+            self._calls.append((handler, args))
+            if self._running:
+                return
+            self._running = True
+        self._submit()
+
+    def _submit(self) -> None:
+        try:
+            self._executor.submit(self._run_next)
+        except RuntimeError:  # the pool was shut down: the process is stopping
+            with self._lock:
+                self._calls.clear()
+                self._running = False
+
+    def _run_next(self) -> None:
+        with self._lock:
+            handler, args = self._calls.popleft()
+        try:
+            handler(*args)
+        except Exception:  # the app's bug: Flet would log it too, and carry on
+            logger.exception("a pubsub handler failed")
+        with self._lock:
+            self._running = bool(self._calls)
+            if not self._running:
+                return
+        self._submit()
+
+
+@dataclass(frozen=True)
+class _InOrder:
+    """A plain handler of one session, called through that session's chain. Equal for
+    the same handler and chain, so Flet's handler sets still ignore a re-subscribe."""
+
+    chain: _Chain
+    handler: Callable[..., Any]
+
+    def __call__(self, *args: Any) -> None:
+        self.chain.add(self.handler, args)
+
+
 class CrossProcessHub(PubSubHub):
     """Flet's hub of one app whose sends go through Redis to every process.
 
     Sends validate and queue the message (raising in the caller on bad input or an
     unreachable Redis); `deliver` hands a message that came back from Redis to this
-    process's subscribers with Flet's own delivery. `on_session_closed` runs when
-    Flet evicts a session (it unsubscribes it from the hub then)."""
+    process's subscribers with Flet's own routing. Async handlers run on the loop as
+    Flet runs them; plain ones run in Flet's thread pool as with Flet, but one call
+    after another per session, so each session sees one topic in Redis's order.
+    `on_session_closed` runs when Flet evicts a session (it unsubscribes it then)."""
 
     def __init__(
         self,
@@ -129,7 +206,13 @@ class CrossProcessHub(PubSubHub):
         owner: object = None,
         on_topics: Callable[[str, bool], None] = lambda _topic, _wanted: None,
     ) -> None:
-        super().__init__(loop=loop, executor=app_manager.executor)
+        # No executor for Flet: it then calls a plain handler in place, and the handler
+        # it is given (`_InOrder`) queues the call on its session's chain instead.
+        super().__init__(loop=loop, executor=None)
+        self._executor: Executor = app_manager.executor
+        self._chains: weakref.WeakValueDictionary[str, _Chain] = weakref.WeakValueDictionary()
+        """Each session's chain, alive while a handler or a pending call holds it."""
+        self._chains_lock = threading.Lock()
         self.owner = owner
         """Whoever built this hub (the app's bridge), for `hub_of(page).owner`."""
         self._on_topics = on_topics
@@ -165,9 +248,21 @@ class CrossProcessHub(PubSubHub):
         else:
             super().send_others_on_topic(exclude, topic, message)
 
+    def subscribe(self, session_id: str, handler: Any) -> None:
+        super().subscribe(session_id, self._in_order(session_id, handler))
+
     def subscribe_topic(self, session_id: str, topic: str, handler: Any) -> None:
-        super().subscribe_topic(session_id, topic, handler)
+        super().subscribe_topic(session_id, topic, self._in_order(session_id, handler))
         self._on_loop(self._listen, session_id, topic)
+
+    def _in_order(self, session_id: str, handler: Any) -> Any:
+        if inspect.iscoroutinefunction(handler):  # the test Flet's delivery makes
+            return handler
+        with self._chains_lock:
+            chain = self._chains.get(session_id)
+            if chain is None:
+                chain = self._chains[session_id] = _Chain(self._executor)
+        return _InOrder(chain, handler)
 
     def unsubscribe_topic(self, session_id: str, topic: str) -> None:
         super().unsubscribe_topic(session_id, topic)
@@ -257,9 +352,11 @@ def session_count() -> int:
 
 
 def session_evicted(page: ft.Page) -> bool:
-    """True once Flet has let the session of `page` expire (it is being deleted)."""
-    expires_at = page.session.expires_at
-    return expires_at is not None and expires_at <= datetime.now(UTC)
+    """True once Flet has let the session of `page` expire, or `end_session` ended it
+    (it is being deleted)."""
+    session = page.session
+    expires_at = session.expires_at
+    return session in _ended or (expires_at is not None and expires_at <= datetime.now(UTC))
 
 
 # 4. Session cleanup
@@ -277,8 +374,18 @@ async def disconnect_if_abandoned(page: ft.Page, connection: object, timeout_s: 
 
 def session_timeout(configured: int = DEFAULT_FLET_SESSION_TIMEOUT) -> int:
     """Seconds a departed session is kept, as FletApp decides it: its
-    `session_timeout_seconds` (`configured`), unless `FLET_SESSION_TIMEOUT` is set."""
-    return int(os.getenv("FLET_SESSION_TIMEOUT") or configured)
+    `session_timeout_seconds` (`configured`), unless `FLET_SESSION_TIMEOUT` is set.
+
+    Raises `SettingsError` naming the variable if that is not a whole number of
+    seconds Settings would take for `session_timeout_s` (Flet would raise a bare
+    ValueError for each new session, or expire sessions at once)."""
+    # Imported here: this is the one use of the library's own modules in this file.
+    from counter_service.settings import check_variable
+
+    raw = os.getenv("FLET_SESSION_TIMEOUT")
+    if not raw:
+        return configured
+    return int(check_variable("FLET_SESSION_TIMEOUT", raw, "session_timeout_s"))
 
 
 # 5. Reconnects
@@ -327,3 +434,166 @@ async def flet_sessions() -> AsyncIterator[None]:
         yield
     finally:
         await app_manager.shutdown()
+
+
+# 8. What the websocket guard needs of a Flet connection
+
+# What a queued frame costs beyond its payload (its bytes object and queue slot), so
+# that a flood of tiny frames is bounded too.
+FRAME_COST = 64
+
+
+@dataclass(eq=False)
+class ConnectionHooks:
+    """What the websocket guard asks of the Flet connection behind one websocket (see
+    `guard_connection`): a bound on its send queue, and whom to tell about a client
+    Flet cannot serve."""
+
+    max_send_bytes: int
+    """Bytes (payload plus `FRAME_COST` each) that may wait in its send queue."""
+    on_send_overflow: Callable[[int, int], None]
+    """Called once, as `(frames, bytes)`, when a frame would take the queue past it."""
+    on_bad_patch: Callable[[Exception], None]
+    """Called with what Flet raised applying props the client sent (a value of the
+    wrong kind for its property, a name that is not one)."""
+    send_queue: SendQueue | None = None
+    """The queue, once Flet made it."""
+
+    def end_sends(self) -> None:
+        """End the connection's send loop if it still runs (Flet's handler was
+        cancelled before it could; the loop would wait on its queue for ever)."""
+        if self.send_queue is not None:
+            self.send_queue.put_nowait(None)
+            self.send_queue = None
+
+
+class SendQueue(asyncio.Queue[bytes | None]):
+    """FletApp's queue of frames for one websocket, bounded: a frame that would take
+    what waits past `hooks.max_send_bytes` (a frame alone in the queue always fits)
+    discards the queue, and every frame after it, and calls `hooks.on_send_overflow`.
+    None, the end of Flet's send loop, still goes through."""
+
+    def __init__(self, hooks: ConnectionHooks) -> None:
+        self._hooks = hooks
+        super().__init__()
+
+    def _init(self, maxsize: int) -> None:
+        self._queue: deque[bytes | None] = deque()
+        self.queued_bytes = 0
+        self.overflowed = False
+
+    def _put(self, item: bytes | None) -> None:
+        if item is None:
+            self._queue.append(None)
+            return
+        cost = len(item) + FRAME_COST
+        if self.overflowed:
+            return
+        if self._queue and self.queued_bytes + cost > self._hooks.max_send_bytes:
+            self._overflow(len(self._queue) + 1, self.queued_bytes + cost)
+            return
+        self.queued_bytes += cost
+        self._queue.append(item)
+
+    def _get(self) -> bytes | None:
+        item = self._queue.popleft()
+        if item is not None:
+            self.queued_bytes -= len(item) + FRAME_COST
+        return item
+
+    def _overflow(self, frames: int, queued: int) -> None:
+        self.overflowed = True
+        self._queue = deque(item for item in self._queue if item is None)
+        self.queued_bytes = 0
+        self._hooks.on_send_overflow(frames, queued)
+
+
+_hooks: ContextVar[ConnectionHooks | None] = ContextVar("counter_service_hooks", default=None)
+
+
+@contextmanager
+def guard_connection(hooks: ConnectionHooks) -> Iterator[None]:
+    """Apply `hooks` to the Flet connection that Flet's websocket handler makes, if its
+    task is started inside this block (a task copies the context it starts in)."""
+    _install_send_queues()
+    _install_patch_guard()
+    token = _hooks.set(hooks)
+    try:
+        yield
+    finally:
+        _hooks.reset(token)
+
+
+class _SendQueueSlot:
+    """Stands in for FletApp's private `__send_queue` attribute: the queue FletApp makes
+    for a websocket under `guard_connection` becomes a `SendQueue`."""
+
+    def __get__(self, app: object, owner: type | None = None) -> Any:
+        if app is None:
+            return self
+        try:
+            return app.__dict__[_SEND_QUEUE]
+        except KeyError:
+            raise AttributeError(_SEND_QUEUE) from None
+
+    def __set__(self, app: object, queue: Any) -> None:
+        hooks = _hooks.get()
+        if hooks is not None and type(queue) is asyncio.Queue:
+            queue = hooks.send_queue = SendQueue(hooks)
+        app.__dict__[_SEND_QUEUE] = queue
+
+
+_SEND_QUEUE = "_FletApp__send_queue"
+
+
+def _install_send_queues() -> None:
+    if not isinstance(FletApp.__dict__.get(_SEND_QUEUE), _SendQueueSlot):
+        setattr(FletApp, _SEND_QUEUE, _SendQueueSlot())
+
+
+def _install_patch_guard() -> None:
+    original = Session.apply_patch
+    if getattr(original, "_counter_service_guard", False):
+        return
+
+    def apply_patch(self: Session, control_id: int, patch: dict[str, Any]) -> None:
+        try:
+            original(self, control_id, patch)
+        except Exception as exc:
+            hooks = _hooks.get()
+            if hooks is None:
+                raise
+            hooks.on_bad_patch(exc)
+
+    apply_patch._counter_service_guard = True  # type: ignore[attr-defined]  # marks it as ours
+    Session.apply_patch = apply_patch  # type: ignore[method-assign]  # see guard_connection
+
+
+def current_session() -> Session | None:
+    """The session whose websocket handler runs the caller, once its register message
+    went through (Flet sets the page context in its handler then)."""
+    try:
+        return ft.context.page.session
+    except RuntimeError:  # no page in this context, or its session is gone
+        return None
+
+
+def has_control(session: Session, control_id: int) -> bool:
+    """True if `session` still holds a control with id `control_id` (Flet raises on a
+    method result for any other; a page may remove a control while a call is out)."""
+    return control_id in session.index
+
+
+_ended: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+async def end_session(session: Session) -> None:
+    """End `session` now rather than after its timeout: no reconnect can re-attach
+    it, Flet closes it (its page hears `on_close`) and frees it."""
+    if session.expires_at is None:
+        await session.disconnect(0)
+    _ended.add(session)
+    sessions = app_manager._FletAppManager__sessions
+    key = next((key for key, held in sessions.items() if held is session), None)
+    if key is not None:
+        await app_manager.delete_session(key)

@@ -3,11 +3,21 @@ how long it may take to register or to read, and when it counts as online.
 
 Flet 1.0.5's websocket handler trusts its client, and has holes this closes:
 - a frame it cannot parse, or a client that leaves before registering, leaves the handler
-  waiting for ever: every frame is checked first (counter_service.flet.frames), a bad
-  one closes the connection, and a handler still running after the client left is
-  cancelled (at once if the client never registered, after `grace_s` otherwise);
-- nothing bounds a client that never registers, never reads, floods events or sends huge
-  frames: each has a limit in `Limits`;
+  waiting for ever: every frame is decoded and checked first
+  (counter_service.flet.frames), a bad one closes the connection, and a handler still
+  running after the client left is cancelled (at once if the client never registered,
+  after `grace_s` otherwise);
+- nothing bounds a client that never registers, never reads, floods frames or sends
+  huge ones: each has a limit in `Limits`. Control events over the session's rate are
+  dropped (the page is told); other frames (prop updates, method results, data-channel
+  frames) are passed on, since dropping them would leave the browser and the server
+  disagreeing about the page, and a client sending far more frames of any kind than a
+  person could is disconnected;
+- Flet's send queue per connection is unbounded: it is bounded here in bytes
+  (counter_service.flet.internals.SendQueue), and a client that lets it fill is dropped;
+- a client refused for any of these has its Flet session ended at once, so it cannot
+  re-attach to it and its memory is freed; a client that just left keeps its session
+  for Flet's session timeout, so a reconnect finds it;
 - when sending to a socket that just closed fails, the handler raises before it marks
   the session disconnected: pages register a close callback (`current_websocket()`)
   to finish that work themselves.
@@ -25,15 +35,18 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from flet.messaging.session import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from counter_service.flet import internals
 from counter_service.flet.frames import (
+    EVENT,
+    METHOD_RESULT,
     REGISTER,
     BadFrame,
     Frame,
     FrameTooLarge,
     check_frame,
-    looks_like_event,
 )
 from counter_service.logs import SummarizedWarnings
 
@@ -47,12 +60,15 @@ POLICY_VIOLATION = 1008
 UNSUPPORTED_DATA = 1003
 MESSAGE_TOO_BIG = 1009
 _CLOSE_SEND_S = 1.0
-# A client whose events are refused this many times its rate within a second (and at
-# least FLOOD_MIN) is a machine flooding the worker: it is disconnected.
+# A client that sends more frames within a second than this many times its event rate
+# (and at least FLOOD_MIN), of whatever kind, is a machine flooding the worker: it is
+# disconnected. A person typing fast sends a few dozen.
 FLOOD_FACTOR = 10
 FLOOD_MIN = 100
 # How long a disconnect waits for the session's main() to finish (WebsocketLife.settled).
 _MAIN_SETTLE_S = 2.0
+REGISTERED = "registered"
+UNREGISTERED = "unregistered"
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,9 @@ class Limits:
     send_timeout_s: float = 10.0
     events_per_s: float = 20.0
     event_burst: int = 40
+    max_send_queue_bytes: int = 4 * 1024 * 1024
+    """Bytes of frames that may wait for the client to read them (a frame alone always
+    may); more, and it is dropped as not reading."""
     grace_s: float = 10.0
     """How long a registered session's handler may run on after its client left."""
 
@@ -78,11 +97,20 @@ class ConnectionCounter(Protocol):
 
 @dataclass
 class WebsocketStats:
-    """What the guard refused, for metrics."""
+    """What the guard refused, and what it holds open, for metrics."""
 
     rejected: dict[str, int] = field(default_factory=dict)
-    """Connections closed, by reason: bad frame, too big, never registered, not reading."""
+    """Connections closed, by reason: bad frame, never registered, not reading, flooding."""
     throttled_events: int = 0
+    open: dict[str, int] = field(default_factory=lambda: {REGISTERED: 0, UNREGISTERED: 0})
+    """Websockets being handled now, by state: registered, or not (yet)."""
+
+    def moved(self, old: str | None, new: str | None) -> None:
+        """One websocket went from state `old` to `new` (None: not open)."""
+        if old is not None:
+            self.open[old] -= 1
+        if new is not None:
+            self.open[new] += 1
 
 
 class TokenBucket:
@@ -196,26 +224,42 @@ class _Connection:
         self._limits = guard.limits
         self.life = life
         self.registered = False
+        self.session: Session | None = None
+        """Flet's session of this connection, once its register message went through."""
+        self._looked_for_session = False
         self.close_code: int | None = None
         """Set when the guard refused the client: the close to send it."""
         self.close_sent = False
         self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.hooks = internals.ConnectionHooks(
+            self._limits.max_send_queue_bytes, self._sends_overflowed, self._bad_props
+        )
         self._bucket = TokenBucket(self._limits.events_per_s, self._limits.event_burst)
         self._register_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        self._receiver: asyncio.Task[Any] | None = None
+        self._interrupted = False
         self._sender: asyncio.Task[Any] | None = None
         self._sending_since: float | None = None
+        self._send_cancelled = False
         self._flood_window = -1.0
         self._flood_count = 0
         self._flood_limit = max(FLOOD_MIN, int(FLOOD_FACTOR * self._limits.events_per_s))
 
+    @property
+    def state(self) -> str:
+        return REGISTERED if self.registered else UNREGISTERED
+
     async def receive(self) -> Message:
+        self._find_session()
         while True:
-            message = await self._receive()
+            if self.close_code is not None:
+                return await self._refused()
+            message = await self._next_message()
+            if message is None:
+                continue  # interrupted: the client was refused meanwhile
             if message["type"] == "websocket.disconnect":
-                self.leave()
-                await self.life.settled(_MAIN_SETTLE_S)
-                return message
+                return await self._client_left(message)
             if message["type"] != "websocket.receive":
                 return message
             frame = self._admit(message)
@@ -223,35 +267,82 @@ class _Connection:
                 if frame.action == REGISTER:
                     await self._register(frame)
                 return message
-            if self.close_code is not None:
-                await self.life.settled(_MAIN_SETTLE_S)
-                return {"type": "websocket.disconnect", "code": self.close_code}
+
+    def _find_session(self) -> None:
+        # Flet's handler asks for the frame after the register message once it handled
+        # that message: its context holds the session's page by then.
+        if self.registered and not self._looked_for_session:
+            self._looked_for_session = True
+            self.session = internals.current_session()
+
+    async def _next_message(self) -> Message | None:
+        """The client's next message; None if `_interrupt` ended the wait."""
+        task = self._receiver = asyncio.current_task()
+        try:
+            return await self._receive()
+        except asyncio.CancelledError:
+            if task is None or not self._interrupted or task.uncancel() > 0:
+                raise
+            return None
+        finally:
+            self._receiver = None
+            self._interrupted = False
+
+    def _interrupt(self) -> None:
+        """End the handler's wait for the client's next frame (the client was refused)."""
+        if self._receiver is not None and not self._interrupted:
+            self._interrupted = True
+            self._receiver.cancel()
+
+    async def _refused(self) -> Message:
+        await self.life.settled(_MAIN_SETTLE_S)
+        return {"type": "websocket.disconnect", "code": self.close_code}
+
+    async def _client_left(self, message: Message) -> Message:
+        if message.get("code") == MESSAGE_TOO_BIG and self.close_code is None:
+            # uvicorn closed it for a frame over its own limit (four times ours). A client
+            # closing with 1009 itself looks the same: counted, but its session is kept.
+            self._count_refusal("bad frame", "sent a frame over the server's own limit")
+        self.leave()
+        await self.life.settled(_MAIN_SETTLE_S)
+        return message
 
     def _admit(self, message: Message) -> Frame | None:
-        """The frame to hand to Flet; None to drop it (refused or throttled)."""
-        if self.registered and looks_like_event(message) and not self._bucket.take():
-            self._throttle()  # before decoding: a flood must cost as little as possible
+        """The frame to hand to Flet; None to drop it (refused, throttled or moot)."""
+        if self.registered and self._flooding():
+            limit = self._flood_limit
+            self.refuse("flooding", f"sent over {limit} frames a second", POLICY_VIOLATION)
             return None
         try:
-            return check_frame(message, self.registered, self._limits.max_frame_bytes)
+            frame = check_frame(message, self.registered, self._limits.max_frame_bytes)
         except BadFrame as exc:
             code = MESSAGE_TOO_BIG if isinstance(exc, FrameTooLarge) else UNSUPPORTED_DATA
             self.refuse("bad frame", f"sent {exc}", code)
             return None
+        if frame.action == EVENT and not self._bucket.take():
+            self._throttle()
+            return None
+        if frame.action == METHOD_RESULT and not self._holds_control(frame):
+            return None  # Flet would raise and stop reading; the result has no taker
+        return frame
 
-    def _throttle(self) -> None:
-        """Refuse one event; a client refused far more than a person could send is a
-        flood, and is disconnected so that it stops costing anything."""
-        self._guard.stats.throttled_events += 1
-        self.life.throttled()
+    def _flooding(self) -> bool:
+        """Count one frame; True once more than the flood limit came within a second."""
         now = self._loop.time()
         if now - self._flood_window >= 1.0:
             self._flood_window, self._flood_count = now, 0
         self._flood_count += 1
-        if self._flood_count > self._flood_limit:
-            self.refuse(
-                "flooding", f"sent over {self._flood_limit} events a second", POLICY_VIOLATION
-            )
+        return self._flood_count > self._flood_limit
+
+    def _throttle(self) -> None:
+        """Refuse one event, and tell the page (at most once a second)."""
+        self._guard.stats.throttled_events += 1
+        self.life.throttled()
+
+    def _holds_control(self, frame: Frame) -> bool:
+        assert frame.body is not None  # a method result always has one
+        session = self.session
+        return session is None or internals.has_control(session, frame.body["control_id"])
 
     async def _register(self, frame: Frame) -> None:
         if frame.session_id is not None and self._guard.before_reattach is not None:
@@ -263,12 +354,12 @@ class _Connection:
         # send that has not returned for `send_timeout_s` and cancels it.
         if message["type"] == "websocket.close":
             self.close_sent = True
-        self._sender = asyncio.current_task()
+        task = self._sender = asyncio.current_task()
         self._sending_since = self._loop.time()
         try:
             await self._send(message)
         except asyncio.CancelledError:
-            if self.close_code == POLICY_VIOLATION:  # cancelled by watch_sends
+            if self._send_cancelled and task is not None and task.uncancel() == 0:
                 raise ConnectionError("the client stopped reading") from None
             raise
         finally:
@@ -283,11 +374,25 @@ class _Connection:
         since = self._sending_since
         if since is not None and now - since > self._limits.send_timeout_s:
             self.refuse("not reading", "stopped reading", POLICY_VIOLATION)
-            if self._sender is not None:
-                self._sender.cancel()
+            self._cancel_send()
+
+    def _sends_overflowed(self, frames: int, queued: int) -> None:
+        detail = f"left {frames} frames ({queued} bytes) unread"
+        self.refuse("not reading", detail, POLICY_VIOLATION)
+        self._cancel_send()
+
+    def _cancel_send(self) -> None:
+        if self._sending_since is not None and self._sender is not None:
+            self._send_cancelled = True
+            self._sender.cancel()
+
+    def _bad_props(self, error: Exception) -> None:
+        detail = f"sent props Flet cannot apply ({type(error).__name__}: {error!s:.80})"
+        self.refuse("bad frame", detail, UNSUPPORTED_DATA)
 
     def _registered(self) -> None:
         self.registered = True
+        self._guard.stats.moved(UNREGISTERED, REGISTERED)
         if self._register_timer is not None:
             self._register_timer.cancel()
         if not self.gone.done():
@@ -304,10 +409,14 @@ class _Connection:
         """Close the connection on the client for `reason` (one warning per kind)."""
         if self.close_code is None:
             self.close_code = code
-            stats = self._guard.stats.rejected
-            stats[reason] = stats.get(reason, 0) + 1
-            warnings.warn(reason, "closed a websocket whose client %s", detail)
+            self._count_refusal(reason, detail)
         self.leave()
+        self._interrupt()
+
+    def _count_refusal(self, reason: str, detail: str) -> None:
+        stats = self._guard.stats.rejected
+        stats[reason] = stats.get(reason, 0) + 1
+        warnings.warn(reason, "closed a websocket whose client %s", detail)
 
     def leave(self) -> None:
         if self._register_timer is not None:
@@ -326,6 +435,12 @@ class _Connection:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_CLOSE_SEND_S):
                 await self._send({"type": "websocket.close", "code": self.close_code})
+
+    async def end_session(self) -> None:
+        """End the Flet session of a refused client at once: it must not come back to it."""
+        session, self.session = self.session, None
+        if session is not None and self.close_code is not None:
+            await internals.end_session(session)
 
 
 class WebsocketGuard:
@@ -353,14 +468,18 @@ class WebsocketGuard:
             return
         life = WebsocketLife()
         connection = _Connection(receive, send, self, life)
+        self.stats.moved(None, UNREGISTERED)
         token = _current.set(life)  # before the task starts: it copies the context
         try:
-            await self._run(scope, connection)
+            with internals.guard_connection(connection.hooks):
+                await self._run(scope, connection)
         finally:
             _current.reset(token)
             connection.leave()
+            self.stats.moved(connection.state, None)
             await connection.send_close()
             await life.close()
+            await connection.end_session()
 
     def _watch(self, connection: _Connection) -> None:
         self._connections.add(connection)
@@ -400,6 +519,8 @@ class WebsocketGuard:
             self._connections.discard(connection)
             app.cancel()
             await asyncio.gather(app, return_exceptions=True)
+            # A cancelled handler leaves Flet's send loop waiting on its queue.
+            connection.hooks.end_sends()
 
 
 def _raise_unless_client_gone(app: asyncio.Future[Any], connection: _Connection) -> None:

@@ -4,6 +4,7 @@ Each fails loudly if a Flet upgrade changes what it relies on."""
 import asyncio
 import inspect
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +14,7 @@ import msgpack
 import pytest
 from flet.controls import base_control
 from flet.controls.base_control import BaseControl
+from flet.controls.context import _context_page
 from flet.controls.object_patch import ObjectPatch
 from flet.messaging.protocol import (
     Message,
@@ -22,6 +24,7 @@ from flet.messaging.protocol import (
 )
 from flet.messaging.session import Session
 from flet.pubsub.pubsub_client import PubSubClient
+from flet.pubsub.pubsub_hub import PubSubHub
 from flet_web.fastapi import app_manager
 from flet_web.fastapi.flet_app import FletApp
 
@@ -374,3 +377,244 @@ async def test_the_hub_says_when_a_topic_gets_its_first_and_loses_its_last_subsc
         ("news", False),
         ("late", True),
     ]
+
+
+# 3b. Plain pubsub handlers, in order per session
+
+
+async def test_flets_hub_without_an_executor_calls_a_plain_handler_in_place() -> None:
+    # CrossProcessHub gives Flet no executor, so that Flet hands each plain call to the
+    # session's chain (in place, on the delivering thread) instead of to its pool.
+    hub = PubSubHub(loop=asyncio.get_running_loop(), executor=None)
+    calls: list[tuple[int, Any]] = []
+    hub.subscribe("a", lambda message: calls.append((threading.get_ident(), message)))
+    hub.send_all("m")
+    assert calls == [(threading.get_ident(), "m")]
+    assert "inspect.iscoroutinefunction(handler)" in inspect.getsource(PubSubHub)
+
+
+class Recorder:
+    """A plain handler that takes a while and notes whether calls ever overlapped."""
+
+    def __init__(self, work_s: float = 0.0) -> None:
+        self.work_s = work_s
+        self.got: list[Any] = []
+        self.threads: set[int] = set()
+        self.active = 0
+        self.most_active = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, *args: Any) -> None:
+        with self.lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        time.sleep(self.work_s)  # the handler's work, not synchronisation
+        with self.lock:
+            self.active -= 1
+            self.got.append(args[-1])
+            self.threads.add(threading.get_ident())
+
+
+def new_hub() -> CrossProcessHub:
+    published = Published()
+    return CrossProcessHub(published, asyncio.get_running_loop(), published.closed.append)
+
+
+async def test_plain_handlers_of_one_session_run_one_after_another_in_delivery_order() -> None:
+    hub = new_hub()
+    on_topic, on_all = Recorder(work_s=0.001), Recorder(work_s=0.001)
+    hub.subscribe_topic("a", "t", on_topic)
+    hub.subscribe("b", on_all)
+    for i in range(60):
+        hub.deliver("t", i, None)
+        hub.deliver(None, i, None)
+    await eventually(lambda: len(on_topic.got) == len(on_all.got) == 60, what="every call")
+    for recorder in (on_topic, on_all):
+        assert recorder.got == list(range(60))
+        assert recorder.most_active == 1
+        assert threading.get_ident() not in recorder.threads  # Flet's pool, not the loop
+
+
+async def test_one_sessions_plain_handlers_share_one_order() -> None:
+    hub = new_hub()
+    got: list[Any] = []
+
+    def on_all(message: Any) -> None:
+        time.sleep(0.001)  # the handler's work, not synchronisation
+        got.append(("*", message))
+
+    hub.subscribe("a", on_all)
+    hub.subscribe_topic("a", "t", lambda topic, message: got.append((topic, message)))
+    for i in range(30):
+        hub.deliver(None, i, None)
+        hub.deliver("t", i, None)
+    await eventually(lambda: len(got) == 60, what="every call")
+    assert got == [entry for i in range(30) for entry in (("*", i), ("t", i))]
+
+
+async def test_a_slow_sessions_plain_handler_holds_up_neither_others_nor_the_loop() -> None:
+    hub = new_hub()
+    released = threading.Event()
+    waited: list[bool] = []
+    hub.subscribe("slow", lambda message: waited.append(released.wait(10)))
+    hub.subscribe("quick", lambda message: released.set())
+    hub.deliver(None, "m", None)  # the slow session's handler is called first
+    await eventually(lambda: waited == [True], timeout=15, what="the slow one released")
+
+
+async def test_a_failing_plain_handler_does_not_stop_its_sessions_calls(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = new_hub()
+    got: list[Any] = []
+
+    def handler(message: Any) -> None:
+        if message == "boom":
+            raise RuntimeError("a bug in the app")
+        got.append(message)
+
+    hub.subscribe("a", handler)
+    for message in ("before", "boom", "after"):
+        hub.deliver(None, message, None)
+    await eventually(lambda: got == ["before", "after"], what="the call after the failure")
+    assert "a pubsub handler failed" in caplog.text
+
+
+async def test_a_plain_handler_subscribed_twice_is_called_once_per_message() -> None:
+    hub = new_hub()
+    recorder = Recorder()
+    hub.subscribe("a", recorder)
+    hub.subscribe("a", recorder)
+    hub.deliver(None, "once", None)
+    hub.deliver(None, "marker", None)
+    await eventually(lambda: "marker" in recorder.got, what="the marker")
+    assert recorder.got == ["once", "marker"]
+
+
+async def test_a_session_that_unsubscribed_leaves_no_chain_once_its_calls_ran() -> None:
+    hub = new_hub()
+    recorder = Recorder(work_s=0.001)
+    hub.subscribe_topic("a", "t", recorder)
+    for i in range(5):
+        hub.deliver("t", i, None)
+    hub.unsubscribe_all("a")
+    await eventually(lambda: len(recorder.got) == 5, what="calls already delivered")
+    await eventually(lambda: "a" not in hub._chains, what="the chain freed")
+
+
+# 8. What the websocket guard needs of a Flet connection
+
+
+def hooks(max_send_bytes: int = 1000) -> tuple[internals.ConnectionHooks, list[Any]]:
+    heard: list[Any] = []
+    made = internals.ConnectionHooks(
+        max_send_bytes,
+        on_send_overflow=lambda frames, size: heard.append(("overflow", frames, size)),
+        on_bad_patch=lambda error: heard.append(("bad patch", type(error))),
+    )
+    return made, heard
+
+
+def test_fletapp_makes_its_send_queue_after_the_accept_and_uses_it_for_every_frame() -> None:
+    handle = inspect.getsource(FletApp.handle)
+    assert handle.index("await self.__websocket.accept()") < handle.index(
+        "self.__send_queue = asyncio.Queue()"
+    )
+    assert "self.__send_queue.put_nowait(" in inspect.getsource(FletApp.send_message)
+    assert "self.__send_queue.put_nowait(" in inspect.getsource(FletApp.send_data_channel_frame)
+    loop = inspect.getsource(FletApp._FletApp__send_loop)  # type: ignore[attr-defined]  # private
+    assert "await self.__send_queue.get()" in loop
+    assert "if message is None:" in loop
+
+
+async def test_a_send_queue_fletapp_makes_under_the_guard_is_bounded() -> None:
+    made, heard = hooks(max_send_bytes=3 * (100 + internals.FRAME_COST))
+    app: Any = object.__new__(FletApp)
+    with internals.guard_connection(made):
+        app._FletApp__send_queue = asyncio.Queue()  # as FletApp.handle does
+    queue = app._FletApp__send_queue
+    assert isinstance(queue, internals.SendQueue)
+    assert made.send_queue is queue
+    for _ in range(3):
+        app.send_data_channel_frame(1, b"x" * 95)  # 100 bytes with its header
+    assert heard == []
+    assert queue.qsize() == 3
+    app.send_data_channel_frame(1, b"x" * 95)
+    assert heard == [("overflow", 4, 4 * (100 + internals.FRAME_COST))]
+    app.send_message(Message(MessageAction.PATCH_CONTROL, {"id": 1, "patch": []}))
+    assert queue.qsize() == 0  # discarded
+    assert heard[1:] == []  # and told once
+    made.end_sends()
+    assert queue.get_nowait() is None  # the end of Flet's send loop still goes through
+
+
+def test_a_send_queue_made_outside_the_guard_is_flets_own() -> None:
+    app: Any = object.__new__(FletApp)
+    app._FletApp__send_queue = asyncio.Queue()
+    assert type(app._FletApp__send_queue) is asyncio.Queue
+
+
+def test_a_frame_alone_in_the_send_queue_always_fits() -> None:
+    made, heard = hooks(max_send_bytes=10)
+    queue = internals.SendQueue(made)
+    queue.put_nowait(b"x" * 1000)
+    assert heard == []
+    assert queue.queued_bytes == 1000 + internals.FRAME_COST
+    assert queue.get_nowait() == b"x" * 1000
+    assert queue.queued_bytes == 0
+
+
+def new_session() -> Session:
+    hub = PubSubHub(loop=asyncio.get_running_loop(), executor=None)
+    return Session(SimpleNamespace(pubsubhub=hub, dispose=lambda: None))  # type: ignore[arg-type]  # what Session reads
+
+
+async def test_props_flet_cannot_apply_go_to_the_guard_instead_of_raising() -> None:
+    session = new_session()
+    bogus = {"theme_mode": "no such mode"}
+    with pytest.raises(ValueError, match="ThemeMode"):
+        session.apply_patch(session.page._i, bogus)  # what Flet's receive loop would get
+    made, heard = hooks()
+    with internals.guard_connection(made):
+        session.apply_patch(session.page._i, bogus)
+        session.apply_page_patch(bogus)  # the register message's page goes the same way
+    assert heard == [("bad patch", ValueError)] * 2
+    source = inspect.getsource(FletApp)
+    assert "self.__session.apply_patch(req.id, req.props)" in source
+    assert "self.__session.apply_page_patch(req.page)" in source
+    assert "self.apply_patch(self.__page._i, patch)" in inspect.getsource(Session.apply_page_patch)
+
+
+async def test_the_session_of_a_connection_is_found_in_its_handlers_context() -> None:
+    session = new_session()
+    assert internals.current_session() is None
+    _context_page.set(session.page)
+    assert internals.current_session() is session
+    register = inspect.getsource(FletApp._FletApp__on_message)  # type: ignore[attr-defined]  # private
+    assert "_context_page.set(self.__session.page)" in register
+
+
+async def test_has_control_reads_the_sessions_index() -> None:
+    session = new_session()
+    assert internals.has_control(session, session.page._i)
+    assert not internals.has_control(session, 999_999)
+    source = inspect.getsource(Session.handle_invoke_method_results)
+    assert "if control_id in self.__index:" in source  # else it raises
+
+
+@pytest.mark.parametrize("departed", [False, True])
+async def test_an_ended_session_is_gone_from_flets_table_at_once(departed: bool) -> None:
+    session = new_session()
+    closed: list[str] = []
+    session.page.on_close = lambda _event: closed.append("closed")
+    await app_manager.add_session("page-ended", session)
+    try:
+        if departed:
+            await session.disconnect(3600)  # Flet's own disconnect: kept for an hour
+        await internals.end_session(session)
+        assert "page-ended" not in app_manager._FletAppManager__sessions  # type: ignore[attr-defined]  # Flet's table
+        assert session_evicted(session.page)
+        await eventually(lambda: closed == ["closed"], what="the page's on_close")
+    finally:
+        app_manager._FletAppManager__sessions.pop("page-ended", None)  # type: ignore[attr-defined]  # test cleanup
+    assert list(inspect.signature(app_manager.delete_session).parameters) == ["session_id"]

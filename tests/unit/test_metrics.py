@@ -22,8 +22,9 @@ from counter_service.errors import (
     StoreError,
     StoreUnavailable,
 )
-from counter_service.metrics import increment_outcome
-from tests.support import metric_families
+from counter_service.flet.websockets import WebsocketStats
+from counter_service.metrics import Metrics, increment_outcome
+from tests.support import metric_families, metric_samples
 from ui.app import create_app
 
 DOCS = Path(__file__).parents[2] / "docs" / "metrics.md"
@@ -86,12 +87,39 @@ def test_labelled_families_export_every_label_value_from_the_start(
         "error",
     }  # fmt: skip
     assert values["counter_service_relay_events_total:outcome"] == {
-        "applied", "duplicate", "suspect", "invalid", "unwatched",
+        "applied", "stale", "suspect", "invalid", "unwatched",
     }  # fmt: skip
     assert values["counter_service_background_task_up:task"] == {
         "pubsub-subscriber", "message-publisher", "counter-readback", "counter-reconcile",
-        "counter-presence", "counter-flusher",
+        "counter-presence", "counter-flusher", "loop-lag",
     }  # fmt: skip
+
+
+def test_the_websocket_families_export_every_state_and_reason_from_the_start(
+    scraped: tuple[str, str],
+) -> None:
+    samples = metric_samples(scraped[1])
+    for state in ("registered", "unregistered"):
+        assert samples[("counter_service_websockets_open", frozenset({("state", state)}))] == 0
+    reasons = {
+        dict(labels)["reason"]
+        for name, labels in samples
+        if name == "counter_service_websockets_refused_total"
+    }
+    assert reasons == {"bad frame", "never registered", "not reading", "flooding"}
+
+
+def test_open_websockets_are_read_from_the_guard_at_each_scrape() -> None:
+    stats = WebsocketStats()
+    metrics = Metrics("w1")
+    metrics.watch_websockets(stats)
+    stats.moved(None, "unregistered")
+    stats.moved(None, "unregistered")
+    stats.moved("unregistered", "registered")
+    samples = metric_samples(metrics.exposition().decode())
+    assert samples[("counter_service_websockets_open", frozenset({("state", "registered")}))] == 1
+    unregistered = frozenset({("state", "unregistered")})
+    assert samples[("counter_service_websockets_open", unregistered)] == 1
 
 
 def test_a_running_app_reports_itself_ready_subscribed_and_sampling_its_loop(

@@ -3,12 +3,20 @@ refused, what is throttled, and that every handling ends."""
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import msgpack
 import pytest
+from flet.controls.context import _context_page
+from flet.messaging.session import Session
+from flet.pubsub.pubsub_hub import PubSubHub
+from flet_web.fastapi import app_manager
+from flet_web.fastapi.flet_app import FletApp
 from starlette.types import Message
 
+from counter_service.flet import internals
 from counter_service.flet.websockets import (
     Limits,
     TokenBucket,
@@ -16,6 +24,7 @@ from counter_service.flet.websockets import (
     WebsocketLife,
     current_websocket,
 )
+from tests.support import eventually
 
 REGISTER = b"\x00" + msgpack.packb([1, {"session_id": None, "page_name": "", "page": {}}])
 EVENT = b"\x00" + msgpack.packb([3, {"target": 1, "name": "click", "data": None}])
@@ -301,13 +310,267 @@ async def test_a_flood_far_over_the_rate_is_disconnected() -> None:
     assert guard.stats.rejected == {"flooding": 1}
     assert client.close_codes == [1008]
     assert len(app.received) == 1 + 10  # the register and the burst; nothing after
-    assert guard.stats.throttled_events == 101  # the flood limit (at least 100), then out
+    assert guard.stats.throttled_events == 90  # the rest of the first 100 frames, then out
     assert counter.events == ["+", "-"]
 
 
-def test_events_are_recognised_without_decoding() -> None:
-    from counter_service.flet.frames import looks_like_event
+# Events by their decoded action, whatever their encoding
 
-    assert looks_like_event({"bytes": EVENT})
-    assert not looks_like_event({"bytes": REGISTER})
-    assert not looks_like_event({"text": "x"})
+CLICK = msgpack.packb({"target": 1, "name": "click", "data": None})
+ENCODED_EVENTS = {
+    "fixarray": b"\x00\x92\x03" + CLICK,
+    "array16": b"\x00\xdc\x00\x02\x03" + CLICK,
+    "uint8 action": b"\x00\x92\xcc\x03" + CLICK,
+    "int64 action": b"\x00\x92\xd3" + (3).to_bytes(8, "big") + CLICK,
+}
+
+
+@pytest.mark.parametrize("encoding", list(ENCODED_EVENTS))
+async def test_events_are_throttled_however_they_are_encoded(encoding: str) -> None:
+    counter, app = Counter(), FletLike(hang_after_disconnect=False)
+    limits = Limits(events_per_s=0.001, event_burst=5, grace_s=0.05)
+    guard = await run(Client(REGISTER, *[ENCODED_EVENTS[encoding]] * 50), app, counter, limits)
+    assert len(app.received) == 1 + 5  # the register and the burst
+    assert guard.stats.throttled_events == 45
+
+
+PROPS = b"\x00" + msgpack.packb([4, {"id": 1, "props": {"route": "/typed"}}])
+RESULT = b"\x00" + msgpack.packb(
+    [5, {"control_id": 1, "call_id": "c", "result": None, "error": None}]
+)
+DATA_FRAME = b"\x01\x00\x00\x00\x00bytes"
+
+
+@pytest.mark.parametrize("other", [PROPS, RESULT, DATA_FRAME])
+async def test_frames_that_are_not_events_pass_below_the_flood_limit(other: bytes) -> None:
+    counter, app = Counter(), FletLike(hang_after_disconnect=False)
+    limits = Limits(events_per_s=0.001, event_burst=1, grace_s=0.05)
+    guard = await run(Client(REGISTER, *[other] * 90), app, counter, limits)
+    assert len(app.received) == 1 + 90  # never throttled: the page would go out of step
+    assert guard.stats.throttled_events == 0
+    assert guard.stats.rejected == {}
+
+
+@pytest.mark.parametrize("other", [PROPS, RESULT, DATA_FRAME])
+async def test_a_flood_of_any_kind_of_frame_is_disconnected(other: bytes) -> None:
+    counter, app = Counter(), FletLike(hang_after_disconnect=False)
+    client = Client(REGISTER, *[other] * 500, stays=True)
+    guard = await run(client, app, counter, Limits(events_per_s=5, grace_s=0.05))
+    assert guard.stats.rejected == {"flooding": 1}
+    assert client.close_codes == [1008]
+    assert len(app.received) == 1 + 100  # the register and the flood limit
+    assert counter.events == ["+", "-"]
+
+
+async def test_events_and_other_frames_count_together_towards_the_flood_limit() -> None:
+    counter, app = Counter(), FletLike(hang_after_disconnect=False)
+    client = Client(REGISTER, *[EVENT, PROPS] * 60, stays=True)
+    guard = await run(client, app, counter, Limits(events_per_s=5, event_burst=10, grace_s=0.05))
+    assert guard.stats.rejected == {"flooding": 1}
+    assert len(app.received) == 1 + 10 + 50  # the burst of events, every prop update
+
+
+MALFORMED = {
+    "event target a list": [3, {"target": [1], "name": "click", "data": None}],
+    "props a number": [4, {"id": 1, "props": 5}],
+    "props id a list": [4, {"id": [1], "props": {"route": "/"}}],
+    "method result control_id a list": [
+        5,
+        {"control_id": [1], "call_id": "c", "result": None, "error": None},
+    ],
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+async def test_a_body_flet_cannot_use_closes_1003_before_flet_sees_it(case: str) -> None:
+    counter, app = Counter(), FletLike(hang_after_disconnect=False)
+    client = Client(REGISTER, b"\x00" + msgpack.packb(MALFORMED[case]), EVENT, stays=True)
+    guard = await run(client, app, counter)
+    assert client.close_codes == [1003]
+    assert [m["bytes"] for m in app.received] == [REGISTER]
+    assert guard.stats.rejected == {"bad frame": 1}
+    assert counter.events == ["+", "-"]
+
+
+async def test_a_frame_uvicorn_refused_as_too_big_is_counted() -> None:
+    counter, app = Counter(), FletLike(hang_after_disconnect=False)
+
+    class TooBig(Client):
+        async def receive(self) -> Message:
+            if not self.frames:
+                return {"type": "websocket.disconnect", "code": 1009}
+            return await super().receive()
+
+    client = TooBig(REGISTER)
+    guard = await run(client, app, counter)
+    assert guard.stats.rejected == {"bad frame": 1}
+    assert client.close_codes == []  # uvicorn closed it already
+
+
+# What the guard holds open
+
+
+class Fed(Client):
+    """A client whose frames the test feeds one by one (`feed`); None makes it leave."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def feed(self, frame: bytes | None) -> None:
+        self.queue.put_nowait(frame)
+
+    async def receive(self) -> Message:
+        frame = await self.queue.get()
+        if frame is None:
+            return {"type": "websocket.disconnect", "code": 1000}
+        return {"type": "websocket.receive", "bytes": frame}
+
+
+async def test_open_websockets_are_counted_by_state_until_their_handling_ends() -> None:
+    client = Fed()
+    guard = WebsocketGuard(FletLike(hang_after_disconnect=False), Counter(), Limits(grace_s=0.05))
+    handling = asyncio.ensure_future(guard({"type": "websocket"}, client.receive, client.send))
+    await eventually(lambda: guard.stats.open["unregistered"] == 1, what="open, unregistered")
+    assert guard.stats.open == {"registered": 0, "unregistered": 1}
+    client.feed(REGISTER)
+    await eventually(lambda: guard.stats.open["registered"] == 1, what="registered")
+    assert guard.stats.open == {"registered": 1, "unregistered": 0}
+    client.feed(None)
+    await asyncio.wait_for(handling, 5)
+    assert guard.stats.open == {"registered": 0, "unregistered": 0}
+
+
+# With Flet's own session and send queue behind the guard
+
+
+class FletSessionLike:
+    """Reads like Flet's handler, with Flet's own parts: the register message makes a
+    real `Session`, held by Flet's session manager and set as the handler's page
+    context; a FletApp's send queue is made right after the accept; a disconnect
+    marks the session disconnected with a timeout, as Flet does."""
+
+    def __init__(self, on_frame: Any = None) -> None:
+        self.flet_app: Any = object.__new__(FletApp)
+        self.session: Session | None = None
+        self.key = f"test-{id(self)}"
+        self.received: list[Message] = []
+        self.on_frame = on_frame
+
+    async def __call__(self, _scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "websocket.accept"})
+        self.flet_app._FletApp__send_queue = asyncio.Queue()
+        while (message := await receive())["type"] != "websocket.disconnect":
+            self.received.append(message)
+            if self.session is None:
+                await self._register()
+            elif self.on_frame is not None:
+                self.on_frame(self)
+        await app_manager.disconnect_session(self.key, 60)
+
+    async def _register(self) -> None:
+        connection = SimpleNamespace(
+            pubsubhub=PubSubHub(loop=asyncio.get_running_loop(), executor=None),
+            dispose=lambda: None,
+        )
+        self.session = Session(connection)  # type: ignore[arg-type]  # what Session reads of it
+        await app_manager.add_session(self.key, self.session)
+        _context_page.set(self.session.page)
+
+    def held(self) -> bool:
+        return self.key in app_manager._FletAppManager__sessions  # type: ignore[attr-defined]  # Flet's table
+
+    def forget(self) -> None:
+        app_manager._FletAppManager__sessions.pop(self.key, None)  # type: ignore[attr-defined]  # test cleanup
+
+
+@pytest.fixture
+def flet_app() -> Iterator[FletSessionLike]:
+    app = FletSessionLike()
+    yield app
+    app.forget()
+
+
+async def test_a_refused_client_has_its_session_ended_at_once(flet_app: FletSessionLike) -> None:
+    client = Client(REGISTER, b"\x00\xc1", stays=True)
+    await run(client, flet_app, Counter())
+    assert client.close_codes == [1003]
+    assert flet_app.session is not None
+    assert not flet_app.held()  # no reconnect can re-attach to it
+    assert internals.session_evicted(flet_app.session.page)  # so the bridge forgets it
+
+
+async def test_a_client_that_just_left_keeps_its_session_for_a_reconnect(
+    flet_app: FletSessionLike,
+) -> None:
+    await run(Client(REGISTER, EVENT), flet_app, Counter())
+    assert flet_app.held()
+    assert flet_app.session is not None
+    assert not internals.session_evicted(flet_app.session.page)
+
+
+async def test_a_client_whose_send_queue_overflows_is_dropped_and_its_queue_discarded(
+    flet_app: FletSessionLike,
+) -> None:
+    def send_a_lot(app: FletSessionLike) -> None:
+        for _ in range(10):  # nothing reads the queue: this client reads nothing
+            app.flet_app.send_data_channel_frame(0, b"x" * 400)
+
+    flet_app.on_frame = send_a_lot
+    client = Client(REGISTER, PROPS, stays=True)
+    limits = Limits(max_send_queue_bytes=2000, grace_s=30)  # the handler must not need it
+    guard = await run(client, flet_app, Counter(), limits)
+    assert guard.stats.rejected == {"not reading": 1}
+    assert client.close_codes == [1008]
+    queue = flet_app.flet_app._FletApp__send_queue
+    assert isinstance(queue, internals.SendQueue)
+    assert queue.queued_bytes == 0
+    assert queue.get_nowait() is None  # only the end of the send loop is left
+    assert not flet_app.held()
+
+
+async def test_props_flet_cannot_apply_close_1003_without_a_traceback(
+    flet_app: FletSessionLike, caplog: pytest.LogCaptureFixture
+) -> None:
+    def apply(app: FletSessionLike) -> None:
+        assert app.session is not None
+        app.session.apply_patch(app.session.page._i, {"theme_mode": "no such mode"})
+
+    flet_app.on_frame = apply
+    client = Client(REGISTER, PROPS, EVENT, stays=True)
+    guard = await run(client, flet_app, Counter())
+    assert client.close_codes == [1003]
+    assert guard.stats.rejected == {"bad frame": 1}
+    assert len(flet_app.received) == 2  # the register and the props; nothing after
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+async def test_a_method_result_for_a_control_the_session_lacks_is_dropped(
+    flet_app: FletSessionLike,
+) -> None:
+    unknown = b"\x00" + msgpack.packb(
+        [5, {"control_id": 999_999, "call_id": "c", "result": None, "error": None}]
+    )
+    client = Client(REGISTER, unknown, RESULT)
+    guard = await run(client, flet_app, Counter())
+    assert [m["bytes"] for m in flet_app.received] == [REGISTER, RESULT]  # 1 is the page
+    assert guard.stats.rejected == {}
+
+
+async def test_a_client_refused_while_its_handler_waits_for_it_is_ended_at_once(
+    flet_app: FletSessionLike,
+) -> None:
+    def overflow_later(app: FletSessionLike) -> None:
+        # Another session's update, say: it runs while the handler waits for the client.
+        def send_a_lot() -> None:
+            for _ in range(10):
+                app.flet_app.send_data_channel_frame(0, b"x" * 400)
+
+        asyncio.get_running_loop().call_later(0.05, send_a_lot)
+
+    flet_app.on_frame = overflow_later
+    client = Client(REGISTER, PROPS, stays=True)  # then silent
+    limits = Limits(max_send_queue_bytes=2000, grace_s=30)  # run() gives up after 5 s
+    guard = await run(client, flet_app, Counter(), limits)
+    assert guard.stats.rejected == {"not reading": 1}
+    assert not flet_app.held()
