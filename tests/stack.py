@@ -1,8 +1,10 @@
-"""A running `counter-service up` as a subprocess, for the tests that drive the whole
-stack (tests/e2e/test_stack.py, tests/browser/)."""
+"""A running `counter-service up` (or `counter-service balance`) as a subprocess, for the
+tests that drive the whole stack (tests/e2e/test_stack.py, test_balance.py, tests/browser/),
+and headless sessions through it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -11,8 +13,15 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from counter_service.balancer import replica_id
+from counter_service.devtools.headless import HeadlessSession
 
 COMMAND = [sys.executable, "-m", "counter_service", "up"]
+BALANCE = [sys.executable, "-m", "counter_service", "balance"]
+COOKIE = "cs_replica"
 STEP = 30.0  # correctness deadline per step, not speed: only reached when something is broken
 REPLICA_LINE = re.compile(r"replica (\d+) pid=(\d+) url=(\S+) worker=(\S+)")
 PID_LINE = re.compile(r"(?:redis|replica \d+|nginx) pid=(\d+)")
@@ -22,7 +31,13 @@ PID_LINE = re.compile(r"(?:redis|replica \d+|nginx) pid=(\d+)")
 class Replica:
     number: int
     pid: int
+    url: str
     worker: str
+
+    @property
+    def id(self) -> str:
+        """What nginx's `cs_replica` cookie says for this replica."""
+        return replica_id(urlsplit(self.url).netloc)
 
 
 def alive(pid: int) -> bool:
@@ -45,12 +60,13 @@ def children_of(pid: int) -> list[int]:
 
 
 class Up:
-    """A running `counter-service up` and every line it printed (read by a thread)."""
+    """A running `counter-service up` (or `balance`) and every line it printed (read by a
+    thread); `popen` goes to subprocess.Popen (a user to run as, say)."""
 
-    def __init__(self, argv: list[str], port: int) -> None:
+    def __init__(self, argv: list[str], port: int, **popen: Any) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
         )
         self.lines: list[str] = []
         self.ended = False
@@ -83,18 +99,26 @@ class Up:
 
     def replicas(self) -> list[Replica]:
         matches = [REPLICA_LINE.fullmatch(line) for line in self.lines]
-        return [Replica(int(m[1]), int(m[2]), m[4]) for m in matches if m]
+        return [Replica(int(m[1]), int(m[2]), m[3], m[4]) for m in matches if m]
 
     def started_pids(self) -> list[int]:
         """Every PID `up` printed, and nginx's workers."""
         pids = [int(m[1]) for m in map(PID_LINE.match, self.lines) if m]
-        nginx = int(self.wait_for(r"nginx pid=(\d+)")[1])
-        return pids + children_of(nginx)
+        return pids + self.nginx_workers()
+
+    def nginx_pid(self) -> int:
+        return int(self.wait_for(r"nginx pid=(\d+)")[1])
+
+    def nginx_workers(self) -> list[int]:
+        masters = [int(m[1]) for m in map(re.compile(r"nginx pid=(\d+)").match, self.lines) if m]
+        return [pid for master in masters for pid in children_of(master)]
 
     def stop(self) -> int:
-        """SIGTERM, and the exit status; kills what is left if `up` does not stop."""
+        """SIGTERM (unless it ended by itself), and the exit status; kills what is left
+        if `up` does not stop."""
         pids = self.started_pids()
-        self.proc.send_signal(signal.SIGTERM)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=STEP)
         finally:
@@ -107,3 +131,21 @@ class Up:
             left = [pid for pid in pids if alive(pid)]
             for pid in left:  # only when `up` failed its job: leave nothing running
                 os.kill(pid, signal.SIGKILL)
+
+
+async def session_on(url: str, cookies: dict[str, str] | None = None) -> HeadlessSession:
+    """A session through nginx at `url`, once its page names its replica."""
+    session = await HeadlessSession.connect(url, cookies=cookies, timeout=STEP)
+    await session.wait_for(lambda s: s.value("replica") is not None, timeout=STEP)
+    return session
+
+
+async def visit(url: str, cookies: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """Open a session and close it: (its replica, the cookies it ends with)."""
+    async with await session_on(url, cookies) as session:
+        return str(session.value("replica")), session.cookies
+
+
+async def new_browsers(url: str, count: int) -> list[tuple[str, dict[str, str]]]:
+    """`count` new browsers at once: where each landed, and its cookies."""
+    return list(await asyncio.gather(*(visit(url) for _ in range(count))))

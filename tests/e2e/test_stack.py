@@ -1,6 +1,7 @@
-"""`counter-service up --replicas 2` as a real subprocess, driven through its real nginx with
-headless sessions: new sessions spread, a reconnect keeps its replica, a dead or frozen
-replica gets no new sessions, and SIGTERM stops every process `up` started."""
+"""`counter-service up` as a real subprocess, driven through its real nginx with headless
+sessions: new sessions spread, a reconnect keeps its replica, a dead or frozen replica gets
+no new sessions and a dead one's browsers are re-pinned, and however `up` ends (SIGTERM,
+nginx or its redis-server dying, a failed start) it leaves no process behind."""
 
 from __future__ import annotations
 
@@ -16,10 +17,21 @@ from pathlib import Path
 
 import pytest
 
-from counter_service.devtools.fleet import free_port
+from counter_service.balancer.nginx import find_nginx
+from counter_service.devtools.fleet import HOST, free_port
 from counter_service.devtools.headless import HeadlessSession
-from counter_service.devtools.nginx import find_nginx
-from tests.stack import COMMAND, PID_LINE, STEP, Up, alive, children_of
+from tests.stack import (
+    COMMAND,
+    COOKIE,
+    PID_LINE,
+    STEP,
+    Up,
+    alive,
+    children_of,
+    new_browsers,
+    session_on,
+    visit,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -29,48 +41,70 @@ pytestmark = [
 SPREAD_SESSIONS = 20  # all on one of two replicas by chance: about 2 in a million
 
 
-@pytest.fixture
-def up() -> Iterator[Up]:
-    """`counter-service up --replicas 2` on a free port, stopped with SIGTERM afterwards."""
+def start_up(*argv: str) -> Up:
+    """`counter-service up ARGV` on a free port, once it serves."""
     port = free_port()
-    running = Up([*COMMAND, "--replicas", "2", "--port", str(port)], port)
+    running = Up([*COMMAND, *argv, "--port", str(port)], port)
     try:
         running.wait_for(r"serving ")
+    except BaseException:
+        running.stop()
+        raise
+    return running
+
+
+@pytest.fixture
+def up() -> Iterator[Up]:
+    """`counter-service up --replicas 2`, stopped with SIGTERM afterwards."""
+    running = start_up("--replicas", "2")
+    try:
         yield running
     finally:
-        if running.proc.poll() is None:
-            running.stop()
+        running.stop()
 
 
-async def session_on(up: Up, cookies: dict[str, str] | None = None) -> HeadlessSession:
-    """A session through nginx, once its page names its replica."""
-    session = await HeadlessSession.connect(up.url, cookies=cookies, timeout=STEP)
-    await session.wait_for(lambda s: s.value("replica") is not None, timeout=STEP)
-    return session
+@pytest.fixture
+def up_one() -> Iterator[Up]:
+    """`counter-service up --replicas 1`, for what one replica shows as well as two."""
+    running = start_up("--replicas", "1")
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
-async def visit(up: Up, cookies: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
-    """Open a session and close it: (its replica, the cookies it ends with)."""
-    async with await session_on(up, cookies) as session:
-        return str(session.value("replica")), session.cookies
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
 
 
-async def new_browsers(up: Up, count: int) -> list[tuple[str, dict[str, str]]]:
-    return list(await asyncio.gather(*(visit(up) for _ in range(count))))
+def ended_and_left_nothing(up: Up, pids: list[int]) -> str:
+    """Wait for `up` to exit 1 by itself; its error line. Nothing it started may be left."""
+    assert up.proc.wait(timeout=STEP) == 1
+    up.wait_for(r"stopped$")
+    assert not [pid for pid in pids if alive(pid)], "processes left behind"
+    error = up.wait_for(r"counter-service up: error: (.*) \(logs in (\S+)\)$")
+    shutil.rmtree(error[2])
+    return error[1]
 
 
 async def test_new_browsers_spread_and_a_reconnect_returns_to_its_replica(up: Up) -> None:
-    workers = {replica.worker for replica in up.replicas()}
-    assert len(workers) == 2
-    first = await new_browsers(up, SPREAD_SESSIONS)
-    assert {replica for replica, _ in first} == workers
-    assert all("cs_affinity" in cookies for _, cookies in first)
-    again = await asyncio.gather(*(visit(up, cookies) for _, cookies in first))
-    assert [replica for replica, _ in again] == [replica for replica, _ in first]
+    replicas = {replica.worker: replica for replica in up.replicas()}
+    assert len(replicas) == 2
+    first = await new_browsers(up.url, SPREAD_SESSIONS)
+    assert {worker for worker, _ in first} == set(replicas)
+    assert all(cookies[COOKIE] == replicas[worker].id for worker, cookies in first)
+    again = await asyncio.gather(*(visit(up.url, cookies) for _, cookies in first))
+    assert again == first  # same replica, and no new cookie
 
 
 async def test_a_reconnect_with_its_cookie_resumes_its_flet_session(up: Up) -> None:
-    session = await session_on(up)
+    session = await session_on(up.url)
     replica, cookies, session_id = session.value("replica"), session.cookies, session.session_id
     await session.close()
     resumed = await HeadlessSession.connect(
@@ -81,17 +115,22 @@ async def test_a_reconnect_with_its_cookie_resumes_its_flet_session(up: Up) -> N
         assert (resumed.session_id, resumed.value("replica")) == (session_id, replica)
 
 
-async def test_after_a_replica_dies_new_sessions_land_on_the_survivor(up: Up) -> None:
+async def test_a_dead_replica_gets_no_new_sessions_and_its_browsers_are_re_pinned(up: Up) -> None:
     doomed, survivor = up.replicas()
-    sessions = await asyncio.gather(*(session_on(up) for _ in range(SPREAD_SESSIONS)))
+    sessions = await asyncio.gather(*(session_on(up.url) for _ in range(SPREAD_SESSIONS)))
     keep = next(s for s in sessions if s.value("replica") == survivor.worker)
     moved = next(s.cookies for s in sessions if s.value("replica") == doomed.worker)
     await asyncio.gather(*(s.close() for s in sessions if s is not keep))
+    mark = len(up.lines)
     async with keep:
         os.kill(doomed.pid, signal.SIGKILL)
-        await asyncio.to_thread(up.wait_for, rf"replica {doomed.number} exited")
-        assert {r for r, _ in await new_browsers(up, 10)} == {survivor.worker}
-        assert (await visit(up, moved))[0] == survivor.worker
+        await asyncio.to_thread(up.wait_for, rf"replica {doomed.number} exited", mark)
+        rotation = rf"nginx routes new sessions to replica {survivor.number}$"
+        await asyncio.to_thread(up.wait_for, rotation, mark)
+        assert {r for r, _ in await new_browsers(up.url, 10)} == {survivor.worker}
+        replica, cookies = await visit(up.url, moved)
+        assert (replica, cookies[COOKIE]) == (survivor.worker, survivor.id)
+        assert await visit(up.url, cookies) == (survivor.worker, cookies)
         clicks = keep.int_value("clicks")
         assert clicks is not None
         await keep.click("increment")
@@ -106,7 +145,7 @@ async def test_a_frozen_replica_gets_no_new_sessions_until_it_answers_again(up: 
         await asyncio.to_thread(up.wait_for, rf"replica {frozen.number} not ready", mark)
         rotation = rf"nginx routes new sessions to replica {other.number}$"
         await asyncio.to_thread(up.wait_for, rotation, mark)
-        assert {r for r, _ in await new_browsers(up, 10)} == {other.worker}
+        assert {r for r, _ in await new_browsers(up.url, 10)} == {other.worker}
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
     await asyncio.to_thread(up.wait_for, rf"replica {frozen.number} ready", mark)
@@ -114,14 +153,40 @@ async def test_a_frozen_replica_gets_no_new_sessions_until_it_answers_again(up: 
 
 
 def test_sigterm_stops_every_process_up_started(up: Up) -> None:
+    assert up.nginx_workers()
     started = up.started_pids()
-    assert len(started) >= 4  # redis, two replicas, nginx (and its worker)
+    assert len(started) >= 5  # redis, two replicas, nginx and its worker
     assert set(children_of(up.proc.pid)) <= set(started)
     logs = Path(up.wait_for(r"serving \S+ \(logs in (\S+);")[1])
     assert up.stop() == 0
     assert up.lines[-1] == "stopped"
     assert not [pid for pid in started if alive(pid)], "processes left behind"
     assert not logs.exists()
+
+
+def test_when_nginx_dies_up_stops_everything_and_no_worker_keeps_the_port(up_one: Up) -> None:
+    pids = up_one.started_pids()
+    assert up_one.nginx_workers()
+    os.kill(up_one.nginx_pid(), signal.SIGKILL)
+    assert ended_and_left_nothing(up_one, pids).startswith("nginx exited")
+    assert port_free(int(up_one.url.rsplit(":", 1)[1]))
+
+
+def test_when_its_redis_server_dies_up_says_so_and_stops_everything(up_one: Up) -> None:
+    pids = up_one.started_pids()
+    os.kill(int(up_one.wait_for(r"redis pid=(\d+)")[1]), signal.SIGKILL)
+    assert ended_and_left_nothing(up_one, pids).startswith("redis-server exited")
+
+
+async def test_an_unreachable_redis_url_shows_as_redis_unreachable_and_pages_render() -> None:
+    nowhere = f"redis://{HOST}:{free_port()}/0"
+    running = await asyncio.to_thread(start_up, "--replicas", "1", "--redis-url", nowhere)
+    try:
+        running.wait_for(r"replica 1 not ready: Redis unreachable")
+        (replica,) = running.replicas()
+        assert (await visit(running.url))[0] == replica.worker
+    finally:
+        assert running.stop() == 0
 
 
 def test_a_failure_halfway_through_start_up_stops_what_was_started(tmp_path: Path) -> None:
@@ -147,7 +212,8 @@ def test_a_failure_halfway_through_start_up_stops_what_was_started(tmp_path: Pat
     [
         (["--replicas", "0"], "--replicas 0: must be between 1 and 32"),
         (["--nginx", "/nonexistent/nginx"], "nginx not found (/nonexistent/nginx)"),
-        (["--port", "{busy}"], "is in use"),
+        (["--port", "{busy}"], "cannot listen there"),
+        (["--redis-url", "foo://bar"], "--redis-url foo://bar: scheme must be one of"),
     ],
 )
 def test_bad_input_fails_with_one_line_before_starting_anything(

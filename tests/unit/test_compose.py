@@ -1,35 +1,32 @@
 """The deployment files, checked without Docker: docker-compose.yml, deploy/Dockerfile,
-.dockerignore, the nginx configuration (through `nginx -t`) and Prometheus' scrape config."""
+.dockerignore and Prometheus' scrape config. What compose's balancer runs (the same code
+and routing file as `counter-service up`) is run for real in tests/unit/test_nginx.py,
+tests/e2e/test_routing.py and tests/e2e/test_balance.py."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from counter_service.devtools.nginx import (
-    SERVER_PARAMS,
-    SHARED_CONF,
-    SITE_DIR,
-    find_nginx,
-    servers_conf,
-    write_config,
-)
+from counter_service.balancer import command
+from counter_service.balancer.config import ROUTING_NAME, routing_file
+from counter_service.balancer.replicas import Discovery
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-COMPOSE_SITE = DEPLOY / "nginx" / "compose"
 APP_PORT = 8550
+BALANCER_PORT = 8080
 # The service keys this file uses; anything else is most likely a typo that compose would
 # reject (or, worse, ignore).
 SERVICE_KEYS = {
     "build", "image", "command", "environment", "volumes", "healthcheck", "ports", "expose",
-    "depends_on", "deploy", "restart", "profiles",
+    "depends_on", "deploy", "restart", "profiles", "init",
 }  # fmt: skip
 
 
@@ -56,13 +53,25 @@ def bind_mounts(service: dict[str, Any]) -> list[tuple[Path, str]]:
 
 
 def dockerfile() -> str:
-    return (DEPLOY / "Dockerfile").read_text()
+    return (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
 
 
-def instructions(name: str) -> list[str]:
-    """The arguments of every `name` instruction of deploy/Dockerfile (continuations joined)."""
-    text = dockerfile().replace("\\\n", " ")
-    return [m.group(1).strip() for m in re.finditer(rf"^{name}\s+(.*)$", text, re.MULTILINE)]
+def stages() -> dict[str, str]:
+    """Each named stage of deploy/Dockerfile -> its text (continuations joined)."""
+    parts = re.split(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", dockerfile(), flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def instructions(name: str, text: str | None = None) -> list[str]:
+    """The arguments of every `name` instruction of `text` (default: the whole file)."""
+    found = re.finditer(rf"^{name}\s+(.*)$", dockerfile() if text is None else text, re.M)
+    return [match.group(1).strip() for match in found]
+
+
+def exec_form(arguments: str) -> list[str]:
+    argv = yaml.safe_load(arguments)  # the exec form is a JSON (so YAML) list
+    assert isinstance(argv, list)
+    return argv
 
 
 def test_compose_runs_redis_the_app_nginx_and_an_optional_prometheus() -> None:
@@ -76,7 +85,7 @@ def test_compose_runs_redis_the_app_nginx_and_an_optional_prometheus() -> None:
 
 def test_only_nginx_publishes_a_port_to_the_world() -> None:
     found = services()
-    assert found["nginx"]["ports"] == ["${PORT:-8080}:8080"]
+    assert found["nginx"]["ports"] == [f"${{PORT:-8080}}:{BALANCER_PORT}"]
     assert "ports" not in found["app"]
     assert "ports" not in found["redis"]
     assert all(p.startswith("127.0.0.1:") for p in found["prometheus"]["ports"])
@@ -106,64 +115,98 @@ def test_redis_keeps_counters_with_aof_on_a_named_volume_and_never_evicts() -> N
 
 def test_every_file_compose_mounts_or_builds_from_exists() -> None:
     found = services()
-    build = found["app"]["build"]
-    assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+    for name in ("app", "nginx"):
+        build = found[name]["build"]
+        assert (ROOT / build["context"] / build["dockerfile"]).is_file(), name
     mounts = [mount for service in found.values() for mount in bind_mounts(service)]
-    assert len(mounts) == 4
+    assert [target for _, target in mounts] == ["/etc/prometheus/prometheus.yml"]
     for source, target in mounts:
         assert source.exists(), f"{source} (mounted at {target}) is missing"
 
 
-def test_nginx_in_compose_gets_the_shared_routing_file_where_its_main_file_includes_it() -> None:
-    mounts = {target: source for source, target in bind_mounts(services()["nginx"])}
-    shared_target = next(t for t, s in mounts.items() if s.resolve() == SHARED_CONF)
-    assert f"include {shared_target};" in mounts["/etc/nginx/nginx.conf"].read_text()
-    # The routing file includes its site files relative to the main file's directory.
-    assert mounts[f"/etc/nginx/{SITE_DIR}"].resolve() == COMPOSE_SITE
-    assert {p.name for p in COMPOSE_SITE.iterdir()} == {"servers.conf", "listen.conf"}
+def test_each_built_service_names_a_stage_of_the_dockerfile() -> None:
+    found = services()
+    assert found["app"]["build"]["target"] == "app"
+    assert found["nginx"]["build"]["target"] == "balancer"
+    assert {"build", "app", "balancer"} <= set(stages())
+    assert list(stages())[-1] == "app"  # a plain `docker build` gives the app image
 
 
-def test_compose_replicas_get_the_passive_health_parameters_of_the_local_stack() -> None:
-    lines = [
-        line for line in (COMPOSE_SITE / "servers.conf").read_text().splitlines()
-        if line.startswith("server ")
-    ]  # fmt: skip
-    assert lines == [f"server app:{APP_PORT} resolve {SERVER_PARAMS};"]
+def balance_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    command.add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv[1:])
 
 
-@pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (CI installs it)")
-def test_nginx_accepts_the_shared_routing_file_with_the_compose_listen_file(
-    tmp_path: Path,
+def test_nginx_in_compose_is_the_balancer_discovering_the_app_replicas() -> None:
+    nginx = services()["nginx"]
+    argv = nginx["command"]
+    assert argv[:2] == ["counter-service", "balance"]
+    args = balance_arguments(argv)
+    assert (args.discover, args.listen) == (f"app:{APP_PORT}", f"0.0.0.0:{BALANCER_PORT}")
+    assert args.replicas is None
+    assert nginx["init"] is True  # tini as PID 1 forwards SIGTERM and reaps
+    assert nginx["depends_on"]["app"]["condition"] == "service_healthy"
+    # The image runs the same line by itself.
+    assert exec_form(instructions("CMD", stages()["balancer"])[0]) == argv
+
+
+def test_the_balance_command_of_compose_passes_its_own_checks(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # What can run here: the shared routing file and compose's listen.conf, as compose
-    # mounts them, under the local stack's main file. compose's servers.conf names `app`,
-    # which only Docker's DNS resolves, and uses `resolve` (nginx >= 1.27.3; Debian has
-    # 1.22): a list of 127.0.0.1 servers, as `counter-service up` writes it, stands in.
-    # The nginx image's own main file (user nginx, /var/run) is checked statically above.
-    config = write_config(tmp_path, 8080, servers_conf([18551, 18552], [True, False]))
-    (tmp_path / SITE_DIR / "listen.conf").write_text((COMPOSE_SITE / "listen.conf").read_text())
-    argv = [str(find_nginx()), "-t", "-p", str(tmp_path), "-c", str(config), "-e", "stderr"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "test is successful" in done.stderr
+    args = balance_arguments(services()["nginx"]["command"])
+    # 8080 may be taken on this machine; in its container the balancer has it to itself.
+    monkeypatch.setattr(command, "check_free", lambda *a: None)
+    args.nginx = "/bin/true"
+    source = command.check(args).source
+    assert isinstance(source, Discovery)
+    assert (source.name, source.port) == ("app", APP_PORT)
 
 
-def test_the_image_is_slim_runs_as_a_user_and_checks_its_health() -> None:
-    assert instructions("FROM")[-1] == "python:3.11-slim"
-    users = instructions("USER")
-    assert users
-    assert users[-1] not in ("root", "0")
-    healthcheck = instructions("HEALTHCHECK")
-    assert len(healthcheck) == 1
-    assert "urllib.request" in healthcheck[0]
-    assert f":{APP_PORT}/healthz" in healthcheck[0]
+def test_both_images_are_slim_bookworm_run_as_a_user_and_check_their_health() -> None:
+    # bookworm: its nginx (1.22) is the one the suite runs the balancer with.
+    assert set(instructions("FROM")) == {
+        f"python:3.11-slim-bookworm AS {name}" for name in ("build", "app", "balancer")
+    }
+    for name, port, path in (
+        ("app", APP_PORT, "/healthz"),
+        ("balancer", 8080, "/balancer/healthz"),
+    ):
+        text = stages()[name]
+        users = instructions("USER", text)
+        assert users, name
+        assert users[-1] not in ("root", "0"), name
+        (healthcheck,) = instructions("HEALTHCHECK", text)
+        assert "urllib.request" in healthcheck
+        assert f"127.0.0.1:{port}{path}'" in healthcheck, name
     assert "--no-cache-dir" in dockerfile()
 
 
-def test_the_image_serves_on_all_interfaces_with_redis_from_the_environment() -> None:
-    (command,) = instructions("CMD")
-    argv = yaml.safe_load(command)  # the exec form is a JSON (so YAML) list
-    assert argv == ["counter-service", "serve", "--host", "0.0.0.0", "--port", str(APP_PORT)]
+def test_the_balancer_image_has_debians_nginx_and_the_routing_file_where_it_looks() -> None:
+    text = stages()["balancer"]
+    (install,) = [run for run in instructions("RUN", text) if "apt-get install" in run]
+    assert "--no-install-recommends nginx" in install
+    assert "rm -rf /var/lib/apt/lists/*" in install
+    assert "COPY --from=build /opt/venv /opt/venv" in text
+    copies = [shlex.split(c) for c in instructions("COPY", stages()["build"])]
+    routing = [c for c in copies if c[0] == "deploy/nginx/counter-service.conf"]
+    assert routing == [
+        [str(routing_file().relative_to(ROOT)), f"/opt/venv/share/counter-service/{ROUTING_NAME}"]
+    ]
+
+
+def test_the_app_image_installs_what_serve_needs_and_no_extra() -> None:
+    installs = [run for run in instructions("RUN") if "pip install" in run]
+    assert installs
+    for run in installs:
+        assert "[" not in run, run  # no extras: plot (matplotlib), dev, bench stay out
+
+
+def test_the_app_image_serves_on_all_interfaces_with_redis_from_the_environment() -> None:
+    text = stages()["app"]
+    (command_line,) = instructions("CMD", text)
+    serve = ["counter-service", "serve", "--host", "0.0.0.0", "--port", str(APP_PORT)]
+    assert exec_form(command_line) == serve
     assert not [env for env in instructions("ENV") if "REDIS_URL" in env]  # compose sets it
 
 
@@ -179,7 +222,7 @@ def test_the_build_context_holds_what_the_dockerfile_copies() -> None:
         if not arguments.startswith("--from")
         for source in shlex.split(arguments)[:-1]
     ]
-    assert copied
+    assert "deploy/nginx/counter-service.conf" in copied
     for source in copied:
         assert source in kept, f"COPY {source}: excluded by .dockerignore"
         assert (ROOT / source).exists(), f"COPY {source}: missing"
