@@ -27,6 +27,7 @@ from counter_service.flet.bridge import (
     service_of,
 )
 from counter_service.names import ONLINE
+from counter_service.redis.probe import RedisConfigError, check_redis
 from counter_service.service import CounterService
 from counter_service.settings import Settings
 from counter_service.versions import CounterUpdate
@@ -44,12 +45,14 @@ __all__ = [
     "MessageTooLarge",
     "NotReplicated",
     "PageCounters",
+    "RedisConfigError",
     "ReservedCounter",
     "Settings",
     "SettingsError",
     "StoreError",
     "StoreUnavailable",
     "app",
+    "check_redis",
     "counters",
     "on_missed_messages",
     "on_throttled",

@@ -12,11 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from counter_service import balancer
+from counter_service import RedisConfigError, Settings, SettingsError, balancer, check_redis
 from counter_service.devtools import loadtest, stack
-from counter_service.errors import SettingsError
-from counter_service.redis.probe import RedisConfigError, check_redis
-from counter_service.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Open websockets get this long to close on SIGTERM or Ctrl-C before the process ends.
