@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from counter_service.errors import SettingsError
-from counter_service.redis.urls import InvalidRedisUrl, parse_redis_url
+from counter_service.redis.urls import InvalidRedisOption, InvalidRedisUrl, parse_redis_url
 
 DEFAULT_NAMESPACE = "counter-service"
 DEFAULT_TICK_MS = 30
@@ -294,6 +294,8 @@ def _check_redis_url(url: str | None) -> None:
         return
     try:
         parse_redis_url(url)
+    except InvalidRedisOption as exc:  # the URL's shape is fine: no example needed
+        _refuse("redis_url", redact(url), str(exc))
     except InvalidRedisUrl as exc:
         _refuse("redis_url", redact(url), f"{exc} (for example redis://127.0.0.1:6379/0)")
 

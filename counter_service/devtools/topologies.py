@@ -68,9 +68,11 @@ def _require(command: str, package: str) -> str:
     return path
 
 
-def probe(port: int, *command: str, tls: Certificates | None = None) -> Any:
+def probe(
+    port: int, *command: str, tls: Certificates | None = None, password: str | None = None
+) -> Any:
     """One command on a fresh RESP2 connection that fails fast: no retries, short timeouts;
-    over TLS, with the client certificate, if `tls` is given.
+    over TLS, with the client certificate, if `tls` is given; after AUTH with `password`.
 
     RESP2 and raw replies (no redis-py callback matches `CLUSTER`, `SENTINEL` or `ROLE`
     on their own) keep the parsing here independent of redis-py's reply shapes."""
@@ -82,6 +84,7 @@ def probe(port: int, *command: str, tls: Certificates | None = None) -> Any:
         socket_timeout=1.0,
         socket_connect_timeout=1.0,
         retry=Retry(NoBackoff(), 0),
+        password=password,
         **({"ssl": True, **tls.client_kwargs()} if tls else {}),
     )
     try:
@@ -96,8 +99,8 @@ def replica_in_sync(port: int, tls: Certificates | None = None) -> bool:
     return bool(reply.get("master_link_status") == "up")
 
 
-def _role(port: int) -> str:
-    return str(probe(port, "ROLE")[0])
+def _role(port: int, tls: Certificates | None = None) -> str:
+    return str(probe(port, "ROLE", tls=tls)[0])
 
 
 def _holds(condition: Callable[[], bool]) -> bool:
@@ -131,6 +134,26 @@ def _node_args(port: int) -> list[str]:
     # Its own dump file name: replicas in one directory would otherwise load each other's
     # full-sync file, which they write to `dbfilename` before loading it.
     return [*_NODE_ARGS, "--dbfilename", f"dump-{port}.rdb"]
+
+
+def tls_data_node(
+    log_dir: Path, certs: Certificates, port: int, *args: str, require_client_cert: bool = False
+) -> TlsRedis:
+    """`data_node` speaking TLS only, replication included; it shows the client
+    certificate when it connects to another node (its master)."""
+    node = TlsRedis(log_dir, certs, require_client_cert=require_client_cert, port=port)
+    node.args = [*_node_args(port), *args, *_outgoing_tls(certs)]
+    return node
+
+
+def _outgoing_tls(certs: Certificates) -> list[str]:
+    """A node's own connections (replication, the cluster bus, a sentinel's) in TLS, with
+    the client certificate: the server certificate is for servers only (serverAuth)."""
+    return [
+        *("--tls-replication", "yes"),
+        *("--tls-client-cert-file", str(certs.client_cert)),
+        *("--tls-client-key-file", str(certs.client_key)),
+    ]
 
 
 class _Topology:
@@ -181,14 +204,27 @@ class _Topology:
 
 class SentinelProcess(RedisProcess):
     """One `redis-server CONF --sentinel` monitoring one master; the config file lives in
-    `log_dir`, and Sentinel rewrites it with what it learns (it needs it writable)."""
+    `log_dir`, and Sentinel rewrites it with what it learns (it needs it writable). With
+    `password`, clients must AUTH with it (`requirepass`); with `certs`, it speaks TLS
+    only, to clients as to the master, its replicas and the other sentinels, and wants
+    clients to show a certificate its CA signed."""
 
-    def __init__(self, log_dir: Path, port: int, service: str, master_port: int) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        port: int,
+        service: str,
+        master_port: int,
+        password: str | None = None,
+        certs: Certificates | None = None,
+    ) -> None:
         super().__init__(log_dir, port)
         self.name = f"sentinel-{port}"
         self.conf = log_dir / f"{self.name}.conf"
         self.service = service
         self.master_port = master_port
+        self.password = password
+        self.certs = certs
 
     def start(self) -> Self:
         """Write the config (unless a previous run left its own) and wait for PONG."""
@@ -200,20 +236,40 @@ class SentinelProcess(RedisProcess):
         """The config file says everything, ports included."""
         return [str(self.conf), "--sentinel"]
 
+    def ready(self) -> bool:
+        """True once the sentinel answers PING (after AUTH if it has a password)."""
+        if self.password is None and self.certs is None:
+            return self._pong()
+        try:
+            return bool(probe(self.port, "PING", tls=self.certs, password=self.password))
+        except (redis.RedisError, OSError):
+            return False
+
     def _config(self) -> str:
         service = self.service
-        return "\n".join(
-            [
-                f"port {self.port}",
-                f"bind {HOST}",
-                "protected-mode no",
-                f"dir {self.log_dir}",
-                f"sentinel monitor {service} {HOST} {self.master_port} 2",
-                f"sentinel down-after-milliseconds {service} {DOWN_AFTER_MS}",
-                f"sentinel failover-timeout {service} {SENTINEL_FAILOVER_TIMEOUT_MS}",
-                "",
-            ]
-        )
+        lines = [
+            *self._listening(),
+            f"bind {HOST}",
+            "protected-mode no",
+            f"dir {self.log_dir}",
+            f"sentinel monitor {service} {HOST} {self.master_port} 2",
+            f"sentinel down-after-milliseconds {service} {DOWN_AFTER_MS}",
+            f"sentinel failover-timeout {service} {SENTINEL_FAILOVER_TIMEOUT_MS}",
+        ]
+        if self.password is not None:
+            lines.append(f"requirepass {self.password}")
+        return "\n".join([*lines, ""])
+
+    def _listening(self) -> list[str]:
+        if self.certs is None:
+            return [f"port {self.port}"]
+        # Config-file lines of the same options as the data nodes' command line.
+        tls = [*TlsRedis(self.log_dir, self.certs, port=self.port).tls_args()]
+        tls += _outgoing_tls(self.certs)
+        return [
+            f"{name.removeprefix('--')} {value}"
+            for name, value in zip(tls[::2], tls[1::2], strict=True)
+        ]
 
 
 def _pairs(reply: list[Any]) -> dict[str, Any]:
@@ -222,22 +278,38 @@ def _pairs(reply: list[Any]) -> dict[str, Any]:
 
 
 class SentinelSet(_Topology):
-    """A master, one replica and three sentinels that fail the master over in seconds."""
+    """A master, one replica and three sentinels that fail the master over in seconds; with
+    `certs`, every process speaks TLS only and wants a client certificate its CA signed
+    (clients, replication, the sentinels' own connections)."""
 
-    def __init__(self, log_dir: Path, service: str = "mymaster", sentinels: int = 3) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        service: str = "mymaster",
+        sentinels: int = 3,
+        certs: Certificates | None = None,
+    ) -> None:
         self.service = service
+        self.certs = certs
         master_port, replica_port, *sentinel_ports = free_ports(2 + sentinels)
+        replica_of = ("--replicaof", HOST, str(master_port))
         self.nodes = [
-            data_node(log_dir, master_port),
-            data_node(log_dir, replica_port, "--replicaof", HOST, str(master_port)),
+            self._node(log_dir, master_port),
+            self._node(log_dir, replica_port, *replica_of),
         ]
         self.sentinels = [
-            SentinelProcess(log_dir, port, service, master_port) for port in sentinel_ports
+            SentinelProcess(log_dir, port, service, master_port, certs=certs)
+            for port in sentinel_ports
         ]
         # Sentinels first: they must not fail the master over while the set is stopping.
         self.processes = [*self.sentinels, *reversed(self.nodes)]
         self.master_port = master_port
         """The port of the current master, as `start()` and `wait_for_failover` last saw it."""
+
+    def _node(self, log_dir: Path, port: int, *args: str) -> RedisProcess:
+        if self.certs is None:
+            return data_node(log_dir, port, *args)
+        return tls_data_node(log_dir, self.certs, port, *args, require_client_cert=True)
 
     @property
     def master(self) -> RedisProcess:
@@ -256,16 +328,25 @@ class SentinelSet(_Topology):
 
     @property
     def url(self) -> str:
-        """`redis+sentinel://host:port,host:port,.../SERVICE/0` (the redis-sentinel-url form)."""
+        """`redis+sentinel://host:port,host:port,.../SERVICE/0` (the redis-sentinel-url form;
+        `rediss+sentinel` with TLS)."""
         hosts = ",".join(f"{host}:{port}" for host, port in self.sentinel_addresses)
-        return f"redis+sentinel://{hosts}/{self.service}/0"
+        scheme = "rediss+sentinel" if self.certs else "redis+sentinel"
+        return f"{scheme}://{hosts}/{self.service}/0"
+
+    def _probe(self, port: int, *command: str) -> Any:
+        return probe(port, *command, tls=self.certs)
 
     def _start(self) -> None:
         for node in self.nodes:
             node.start()
         # Sentinels learn replicas from the master's INFO at their first look and only
         # every 10 s after: start them once the replica shows there.
-        self._poll(lambda: replica_in_sync(self.replica.port), "replica in sync", START_TIMEOUT_S)
+        self._poll(
+            lambda: replica_in_sync(self.replica.port, self.certs),
+            "replica in sync",
+            START_TIMEOUT_S,
+        )
         for sentinel in self.sentinels:
             sentinel.start()
         self._poll(self._sentinels_ready, "every sentinel sees the set", START_TIMEOUT_S)
@@ -275,8 +356,8 @@ class SentinelSet(_Topology):
 
     def _sentinel_ready(self, port: int) -> bool:
         """The sentinel knows the master up, the other sentinels, and the replica in sync."""
-        master = _pairs(probe(port, "SENTINEL", "MASTER", self.service))
-        replicas = [_pairs(r) for r in probe(port, "SENTINEL", "REPLICAS", self.service)]
+        master = _pairs(self._probe(port, "SENTINEL", "MASTER", self.service))
+        replicas = [_pairs(r) for r in self._probe(port, "SENTINEL", "REPLICAS", self.service)]
         return (
             master["flags"] == "master"
             and int(master["num-other-sentinels"]) == len(self.sentinels) - 1
@@ -302,13 +383,13 @@ class SentinelSet(_Topology):
 
     def _failed_over(self, old: int) -> bool:
         answers = {
-            tuple(probe(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service))
+            tuple(self._probe(s.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service))
             for s in self.sentinels
         }
         if len(answers) != 1:
             return False
         port = int(answers.pop()[1])
-        if port == old or _role(port) != "master":
+        if port == old or _role(port, self.certs) != "master":
             return False
         self.master_port = port
         return True
@@ -421,14 +502,8 @@ class ClusterSet(_Topology):
         ]
         if self.certs is None:
             return data_node(self.log_dir, port, *args)
-        certs = self.certs
-        node = TlsRedis(self.log_dir, certs, require_client_cert=False, port=port)
         # The cluster bus always wants a client certificate, whatever tls-auth-clients says.
-        client = ("--tls-client-cert-file", str(certs.client_cert))
-        client_key = ("--tls-client-key-file", str(certs.client_key))
-        tls = ("--tls-cluster", "yes", "--tls-replication", "yes", *client, *client_key)
-        node.args = [*_node_args(port), *args, *tls]
-        return node
+        return tls_data_node(self.log_dir, self.certs, port, *args, "--tls-cluster", "yes")
 
     @property
     def url(self) -> str:
@@ -629,13 +704,22 @@ keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
+
+[wrong_host]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:wronghost.invalid
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
 """
 
 
 @dataclass(frozen=True)
 class Certificates:
     """The PEM files `make_certificates` wrote: a CA, a server and a client certificate it
-    signed, and a second CA that signed nothing here (trusting it alone must fail)."""
+    signed, a second CA that signed nothing here (trusting it alone must fail), and a
+    server certificate the CA signed for another host (verifying it must fail on the name)."""
 
     ca_cert: Path
     ca_key: Path
@@ -645,11 +729,13 @@ class Certificates:
     client_key: Path
     other_ca_cert: Path
     other_ca_key: Path
+    wrong_host_cert: Path
+    wrong_host_key: Path
 
     @classmethod
     def under(cls, directory: Path) -> Certificates:
         """The file names `make_certificates` uses in `directory`."""
-        names = ("ca", "server", "client", "other-ca")
+        names = ("ca", "server", "client", "other-ca", "wrong-host")
         paths = [directory / f"{name}.{kind}" for name in names for kind in ("crt", "key")]
         return cls(*paths)
 
@@ -667,9 +753,10 @@ class Certificates:
 
 
 def make_certificates(directory: Path) -> Certificates:
-    """Make a CA, a server certificate for 127.0.0.1 and localhost and a client certificate
-    signed by it, and an unrelated second CA, with the `openssl` command (ToolMissing if
-    there is none). Short-lived EC keys: quick to make, and nothing outlives the test."""
+    """Make a CA, a server certificate for 127.0.0.1 and localhost, a client certificate and
+    a server certificate for another host signed by it, and an unrelated second CA, with
+    the `openssl` command (ToolMissing if there is none). Short-lived EC keys: quick to
+    make, and nothing outlives the test."""
     openssl = _require("openssl", "openssl")
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "openssl.cnf"
@@ -680,6 +767,7 @@ def make_certificates(directory: Path) -> Certificates:
     run.authority(certs.other_ca_cert, certs.other_ca_key, "unrelated test CA")
     run.leaf(certs.server_cert, certs.server_key, "localhost", "server", certs)
     run.leaf(certs.client_cert, certs.client_key, "counter-service client", "client", certs)
+    run.leaf(certs.wrong_host_cert, certs.wrong_host_key, "wronghost", "wrong_host", certs)
     return certs
 
 
@@ -742,9 +830,12 @@ class TlsRedis(RedisProcess):
 
     def server_args(self) -> list[str]:
         """The plain defaults, then TLS: the later `--port 0` wins, so no plain port listens."""
+        return [*super().server_args(), *self.tls_args()]
+
+    def tls_args(self) -> list[str]:
+        """What makes a server listen with TLS only, as `--option value` pairs."""
         certs = self.certs
         return [
-            *super().server_args(),
             *("--port", "0", "--tls-port", str(self.port)),
             *("--tls-cert-file", str(certs.server_cert), "--tls-key-file", str(certs.server_key)),
             *("--tls-ca-cert-file", str(certs.ca_cert)),
@@ -752,8 +843,10 @@ class TlsRedis(RedisProcess):
         ]
 
     def ready(self) -> bool:
-        """True once a verified TLS connection (client certificate shown) gets PONG."""
+        """True once a TLS connection verified against the CA (client certificate shown)
+        gets PONG. Not against the name: a test may give it another host's certificate."""
         context = ssl.create_default_context(cafile=str(self.certs.ca_cert))
+        context.check_hostname = False
         context.load_cert_chain(self.certs.client_cert, self.certs.client_key)
         try:
             with (

@@ -26,7 +26,7 @@ from counter_service.flet.internals import (
 from counter_service.flet.websockets import Limits, WebsocketGuard
 from counter_service.loop_lag import LoopLag
 from counter_service.metrics import CONTENT_TYPE
-from counter_service.redis.probe import diagnose
+from counter_service.redis.diagnosis import diagnose
 from counter_service.service import CounterService
 from counter_service.settings import Settings
 

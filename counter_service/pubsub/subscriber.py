@@ -24,6 +24,7 @@ from redis.exceptions import AuthenticationError, RedisClusterException, RedisEr
 
 from counter_service.backoff import Backoff
 from counter_service.errors import StoreError
+from counter_service.redis.text import brief
 from counter_service.tasks import BackgroundTask
 
 logger = logging.getLogger(__name__)
@@ -46,14 +47,6 @@ class SubscriptionLost(ConnectionError):
 # What a lost or refused connection raises; anything else is a bug, and is left to
 # the BackgroundTask to log with its traceback and restart.
 _CONNECTION_TROUBLE = (RedisError, RedisClusterException, OSError, StoreError)
-BRIEF_LIMIT = 200
-
-
-def brief(error: BaseException, limit: int = BRIEF_LIMIT) -> str:
-    """`error` as one short line for a log or a message: redis-py's MasterNotFoundError
-    alone carries the repr of every sentinel's client, thousands of characters."""
-    text = " ".join(str(error).split()).split(" : <redis.", 1)[0] or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _failed_attempt(error: BaseException) -> str:

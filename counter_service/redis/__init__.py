@@ -1,1 +1,2 @@
-"""Redis access: connection factories, the Lua scripts, the counter store and increment batching."""
+"""Redis access: URLs, connection factories (TLS included), the Lua scripts, the counter store,
+increment batching, and the start probe that tells a configuration error from an outage."""

@@ -20,6 +20,7 @@ from redis.retry import Retry
 
 from counter_service.pubsub.subscriber import PubSubConnection
 from counter_service.redis.shards import ShardPubSub
+from counter_service.redis.tls import tls_options
 from counter_service.redis.urls import TLS_OPTIONS, RedisTarget, parse_redis_url
 from counter_service.settings import Settings
 
@@ -52,22 +53,6 @@ class Connections(Protocol):
     async def aclose(self) -> None:
         """Close every connection this object opened."""
         ...
-
-
-def tls_options(settings: Settings, target: RedisTarget) -> dict[str, Any]:
-    """redis-py's TLS arguments for `target` (none unless its scheme is TLS): the
-    settings' files, overridden by the URL's own TLS query options."""
-    if not target.tls:
-        return {}
-    options: dict[str, Any] = {}
-    for key, value in (
-        ("ssl_ca_certs", settings.tls_ca_file),
-        ("ssl_certfile", settings.tls_cert_file),
-        ("ssl_keyfile", settings.tls_key_file),
-    ):
-        if value:
-            options[key] = value
-    return options | {k: v for k, v in target.options.items() if k in TLS_OPTIONS}
 
 
 def _url_options(target: RedisTarget, subscriber: bool = False) -> dict[str, Any]:

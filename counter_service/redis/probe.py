@@ -1,29 +1,25 @@
-"""Telling a configuration error from an outage, at start and while running.
+"""The start probe: telling a configuration error from an outage before serving.
 
 A wrong password, a missing ACL permission, a database the server does not have, a
 certificate that does not verify, a Sentinel service nobody monitors: retrying cannot fix
 any of them, so `serve` stops at once with one line that names the problem and the
-setting to change, and `/readyz` names it if it happens later. An unreachable Redis
-(nothing listens, a timeout, no sentinel or seed node answers, a failover in progress)
-is an outage: it is retried for ever.
+setting to change (`counter_service.redis.diagnosis` reads Redis's refusals; `/readyz`
+names them if they happen later). An unreachable Redis (nothing listens, a timeout, no
+sentinel or seed node answers, a failover in progress) is an outage: it is retried for
+ever. When the probe could not reach Redis, it asks other questions that may tell a
+configuration error behind it (the sentinels, the other protocol, the server's TLS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import (
-    AuthenticationError,
-    NoPermissionError,
-    RedisClusterException,
-    RedisError,
-    ResponseError,
-)
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError, ResponseError
 
 from counter_service.errors import (
     CounterServiceError,
@@ -32,17 +28,31 @@ from counter_service.errors import (
     StoreUnavailable,
 )
 from counter_service.names import Names
-from counter_service.pubsub.subscriber import PubSubConnection, brief
-from counter_service.redis.connections import Connections, SentinelConnections, connections_for
+from counter_service.pubsub.subscriber import PubSubConnection
+from counter_service.redis import tls
+from counter_service.redis.connections import (
+    Client,
+    Connections,
+    SentinelConnections,
+    connections_for,
+)
+from counter_service.redis.diagnosis import (
+    NOT_A_SENTINEL,
+    SENTINEL_PASSWORD,
+    URL,
+    diagnose,
+    diagnose_tls,
+)
 from counter_service.redis.scripts import INCREMENT, PRESENCE, READ
 from counter_service.redis.store import CounterStore
+from counter_service.redis.text import brief
 from counter_service.redis.urls import RedisTarget, parse_redis_url
 from counter_service.settings import Settings
 
+__all__ = ["RedisConfigError", "check_redis"]
+
 logger = logging.getLogger(__name__)
 
-URL = "the Redis URL (--redis-url or REDIS_URL)"
-ACL_FIX = "(README: Production Redis, ACL)"
 SAFE_POLICIES = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
 """Policies that never evict a key without a TTL (counters have none)."""
 CONFIRM_TIMEOUT_S = 5.0
@@ -51,90 +61,10 @@ HANDSHAKE_TIMEOUT_S = 1.0
 """How long the probe gives the other protocol (TLS or plain) when it guesses a mix-up."""
 PROBE_WORKER = "cs:probe"
 _TROUBLE = (RedisError, RedisClusterException, OSError, StoreError)
-# redis-py names the command ('client|setname'), the scripts append theirs: (HSET).
-_COMMAND_RE = re.compile(r"'([a-z|_-]+)' command|\(([A-Z]+)\)")
 
 
 class RedisConfigError(CounterServiceError):
     """Redis refuses this configuration; the message names the setting to fix."""
-
-
-def diagnose(error: BaseException) -> str | None:
-    """What is wrong with the configuration if `error` says so, in one short line; None
-    for an outage (or anything retrying may fix)."""
-    cause = _root(error)
-    text = _said(cause)
-    if isinstance(cause, AuthenticationError) or "WRONGPASS" in text:
-        return f"Redis refused the user name or password: fix them in {URL}"
-    if _is_permission(cause, text):
-        return _permission(text)
-    if "DB index is out of range" in text:
-        return f"the database number in {URL} does not exist on this server"
-    return _diagnose_tls(text) or _diagnose_topology(text)
-
-
-def _is_permission(cause: BaseException, text: str) -> bool:
-    return isinstance(cause, NoPermissionError) or any(
-        sign in text for sign in ("NOPERM", "no permissions", "user executing the script can't")
-    )
-
-
-def _permission(text: str) -> str:
-    if "keys" in text:
-        return f"the Redis user may not use the namespace's keys: add ~<namespace>:* {ACL_FIX}"
-    if "channel" in text:
-        return f"the Redis user may not use the namespace's channels: add &<namespace>:* {ACL_FIX}"
-    found = _COMMAND_RE.search(text)
-    if found is None:
-        return f"the Redis user lacks a permission ({text}): grant it the ACL rule {ACL_FIX}"
-    command = (found.group(1) or found.group(2)).lower()
-    shown = command.replace("|", " ").upper()
-    return f"the Redis user may not run {shown}: add +{command} to its ACL rule {ACL_FIX}"
-
-
-def _diagnose_tls(text: str) -> str | None:
-    if "certificate verify failed" in text:
-        return (
-            "Redis's TLS certificate does not verify: set COUNTER_TLS_CA_FILE (or"
-            f" ssl_ca_certs in the URL) to the CA that signed it ({_reason(text)})"
-        )
-    if "certificate required" in text or "tlsv13 alert" in text:
-        return (
-            "Redis wants a client certificate: set COUNTER_TLS_CERT_FILE and"
-            " COUNTER_TLS_KEY_FILE (or ssl_certfile and ssl_keyfile in the URL)"
-        )
-    if "wrong version number" in text or "record layer failure" in text:
-        return f"TLS and plain connections are mixed up: check rediss:// vs redis:// in {URL}"
-    return None
-
-
-def _reason(text: str) -> str:
-    """The part of an OpenSSL message after its own prefix."""
-    return text.rpartition("certificate verify failed: ")[2].split(" (_ssl")[0]
-
-
-def _diagnose_topology(text: str) -> str | None:
-    if "cluster support disabled" in text or "Cluster mode is not enabled" in text:
-        return f"this Redis is not a cluster: use redis:// instead of redis+cluster:// in {URL}"
-    return None
-
-
-def _root(error: BaseException) -> BaseException:
-    """The redis-py or ssl error behind our own wrappers and redis-py's (a cluster's
-    "cannot be connected" wraps each node's error, sometimes only as the context)."""
-    while isinstance(error, (StoreError, RedisError, RedisClusterException)):
-        if isinstance(error, (AuthenticationError, NoPermissionError, ResponseError)):
-            break
-        inner = error.__cause__ or error.__context__
-        if inner is None:
-            break
-        error = inner
-    return error
-
-
-def _said(error: BaseException) -> str:
-    """What Redis said, on one line, without the script location Redis appends."""
-    return brief(error).split(" script: ", 1)[0]
 
 
 async def check_redis(settings: Settings) -> None:
@@ -146,12 +76,15 @@ async def check_redis(settings: Settings) -> None:
     if settings.redis_url is None:
         return
     target = parse_redis_url(settings.redis_url)
+    problem = tls.files_problem(settings, target)
+    if problem is not None:
+        raise RedisConfigError(problem)
     connections = connections_for(settings, PROBE_WORKER)
     try:
         await _exercise(connections, settings)
         await _warn_about_eviction(connections)
     except _TROUBLE as exc:
-        problem = diagnose(exc) or await _diagnose_unreachable(connections, target)
+        problem = await _explain(exc, connections, settings, target)
         if problem is not None:
             raise RedisConfigError(problem) from exc
         logger.warning(
@@ -179,7 +112,7 @@ async def _exercise(connections: Connections, settings: Settings) -> None:
     try:
         await store.probe(PROBE_WORKER)
     except NotReplicated as exc:
-        logger.warning("at start, %s (COUNTER_WAIT_REPLICAS)", brief(exc))
+        await _too_few_replicas(client, settings.wait_replicas, exc)
     await client.execute_command(names.publish_command, names.probe_channel, "")
     await _subscribe(connections, names.probe_channel)
 
@@ -210,39 +143,101 @@ async def _confirmed(pubsub: PubSubConnection, kind: str, channel: str) -> None:
         raise StoreUnavailable(f"Redis did not confirm the {kind} to {channel}") from None
 
 
-async def _diagnose_unreachable(connections: Connections, target: RedisTarget) -> str | None:
-    """A configuration error behind what looks like an outage, when another question
-    answers it: sentinels that answer but monitor no such service, or a server that
-    speaks the other protocol (TLS or plain) than the URL's."""
+async def _too_few_replicas(client: Client, wanted: int, error: NotReplicated) -> None:
+    """The probe's increment was not replicated in time. A configuration error if the
+    master has no replica and has had none lately; a warning if one left lately (it may
+    be restarting: that must not keep workers from starting), if replicas are there but
+    slow, or if the user may not run INFO."""
+    connected, lately = await _replicas(client)
+    if connected == 0 and not lately:
+        raise RedisConfigError(
+            f"COUNTER_WAIT_REPLICAS={wanted}, but the Redis master has no replica (and had"
+            " none lately): every increment would be reported not copied; add a replica"
+            " or set COUNTER_WAIT_REPLICAS=0"
+        )
+    if connected is not None and connected < wanted:
+        logger.warning(
+            "at start, only %d of COUNTER_WAIT_REPLICAS=%d replicas are connected to the"
+            " master (one may be restarting): increments are reported not copied until"
+            " enough are back",
+            connected,
+            wanted,
+        )
+    else:
+        logger.warning("at start, %s (COUNTER_WAIT_REPLICAS)", brief(error))
+
+
+async def _replicas(client: Client) -> tuple[int | None, bool]:
+    """How many replicas are connected to the master, and whether one was within
+    `repl-backlog-ttl` (an hour by default: Redis keeps its replication backlog that long
+    after the last replica left); (None, True) if INFO is refused (nothing is known)."""
+    try:
+        info = await client.info("replication")
+    except RedisError:
+        return None, True
+    return int(info.get("connected_slaves", 0)), bool(int(info.get("repl_backlog_active", 0)))
+
+
+async def _explain(
+    error: BaseException, connections: Connections, settings: Settings, target: RedisTarget
+) -> str | None:
+    """The configuration error behind `error`, if any. The sentinels are asked first:
+    redis-py's error does not say which listed host is not a sentinel."""
     if isinstance(connections, SentinelConnections):
-        problem = await _unknown_service(connections.sentinel, target.service)
+        problem = await _sentinels_problem(connections.sentinel, target.service)
         if problem is not None:
             return problem
-    if not target.hosts or target.kind == "sentinel":
+    return diagnose(error) or await _diagnose_unreachable(settings, target)
+
+
+async def _diagnose_unreachable(settings: Settings, target: RedisTarget) -> str | None:
+    """A configuration error behind what looks like an outage, when another question
+    answers it: a server that speaks the other protocol (TLS or plain) than the URL's,
+    or whose TLS refuses this client's certificate (or its lack of one)."""
+    if not target.hosts:
         return None
     host, port = target.hosts[0]
     if target.tls and await _speaks_plain(host, port):
         return f"Redis at {host}:{port} does not speak TLS: use redis:// in {URL}"
-    if not target.tls and await _speaks_tls(host, port):
+    if target.tls:
+        said = await tls.refusal(host, port, tls.tls_options(settings, target))
+        return None if said is None else diagnose_tls(said)
+    if target.kind != "sentinel" and await _speaks_tls(host, port):
         return f"Redis at {host}:{port} speaks TLS only: use rediss:// in {URL}"
     return None
 
 
-async def _unknown_service(sentinel: Sentinel, service: str) -> str | None:
-    """A configuration error if a sentinel answered and none monitors `service`; None
-    if no sentinel answered, or one knows it (its master is down, or being replaced)."""
-    answered = False
+async def _sentinels_problem(sentinel: Sentinel, service: str) -> str | None:
+    """A configuration error if a listed host is no sentinel, if the sentinels want a
+    password, or if some answered and none monitors `service`; None if none answered,
+    or one knows it (its master is down, or being replaced)."""
+    problems: list[str] = []
+    known = False
     for client in sentinel.sentinels:
         try:
             masters = await client.sentinel_masters()
-        except _TROUBLE:
+        except _TROUBLE as exc:
+            problems += _sentinel_refusal(client, exc)
             continue
-        answered = True
-        if service in masters:
-            return None
-    if not answered:
-        return None
-    return f"the sentinels monitor no master named {service!r}: check the service in {URL}"
+        known = known or service in masters
+        if service not in masters:
+            problems.append(
+                f"the sentinels monitor no master named {service!r}: check the service in {URL}"
+            )
+    not_sentinels = [p for p in problems if "is not a sentinel" in p]
+    if not_sentinels or not known:  # redis-py gives up at a host that is not a sentinel
+        return next(iter(not_sentinels + problems), None)
+    return None
+
+
+def _sentinel_refusal(client: Redis, error: BaseException) -> list[str]:
+    """The configuration error in a sentinel's refusal of SENTINEL MASTERS, if any."""
+    if isinstance(error, AuthenticationError):
+        return [SENTINEL_PASSWORD]
+    if isinstance(error, ResponseError) and "unknown command" in str(error):
+        kwargs = client.connection_pool.connection_kwargs
+        return [NOT_A_SENTINEL.format(host=f"{kwargs.get('host')}:{kwargs.get('port')}")]
+    return []
 
 
 async def _speaks_tls(host: str, port: int) -> bool:
@@ -255,7 +250,7 @@ async def _speaks_tls(host: str, port: int) -> bool:
             _, writer = await asyncio.open_connection(host, port, ssl=context)
     except (OSError, TimeoutError):  # ssl.SSLError is an OSError
         return False
-    writer.close()
+    await tls.close(writer)
     return True
 
 
@@ -268,7 +263,7 @@ async def _speaks_plain(host: str, port: int) -> bool:
                 writer.write(b"PING\r\n")
                 reply = await reader.read(64)
             finally:
-                writer.close()
+                await tls.close(writer)
     except (OSError, TimeoutError):
         return False
     return reply[:1] in (b"+", b"-")

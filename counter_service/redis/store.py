@@ -36,6 +36,7 @@ from counter_service.errors import (
 from counter_service.events import INT64_MAX, CounterEvent
 from counter_service.names import ONLINE, PROBE, Names, check_counter_name
 from counter_service.redis.scripts import INCREMENT, PRESENCE, READ
+from counter_service.redis.text import brief
 
 ReadResult = CounterEvent | CorruptCounter
 
@@ -323,15 +324,17 @@ def check_amount(amount: object) -> None:
 def translated_errors() -> Iterator[None]:
     """Turn redis-py's connection failures (a cluster it cannot map included) into
     `StoreUnavailable`, and any other refusal of a whole command or pipeline (credentials
-    too, which redis-py raises as a connection error) into `StoreError`."""
+    too, which redis-py raises as a connection error) into `StoreError`. Their messages
+    quote redis-py in one short line (it can embed the repr of every sentinel's client);
+    the whole error stays their `__cause__`."""
     try:
         yield
     except AuthenticationError as exc:
-        raise StoreError(f"Redis refused the credentials: {exc}") from exc
+        raise StoreError(f"Redis refused the credentials: {brief(exc)}") from exc
     except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
-        raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        raise StoreUnavailable(f"Redis is unreachable: {brief(exc)}") from exc
     except RedisError as exc:
-        raise StoreError(f"Redis refused: {exc}") from exc
+        raise StoreError(f"Redis refused: {brief(exc)}") from exc
 
 
 def _result(name: str, reply: Any) -> CounterEvent | Exception:
@@ -346,24 +349,24 @@ def _result(name: str, reply: Any) -> CounterEvent | Exception:
 
 def _translate(name: str, reply: Exception) -> Exception:
     if isinstance(reply, AuthenticationError):
-        return StoreError(f"Redis refused the credentials: {reply}")
+        return StoreError(f"Redis refused the credentials: {brief(reply)}")
     if isinstance(reply, NoPermissionError):
-        return StoreError(f"Redis refused counter {name!r}: NOPERM {reply}")
+        return StoreError(f"Redis refused counter {name!r}: NOPERM {brief(reply)}")
     if isinstance(reply, ResponseError):
-        return _refusal(name, str(reply))
+        return _refusal(name, reply)
     if isinstance(reply, (RedisConnectionError, RedisTimeoutError, RedisClusterException)):
-        return StoreUnavailable(f"Redis is unreachable: {reply}")
-    return StoreError(f"Redis refused counter {name!r}: {reply}")
+        return StoreUnavailable(f"Redis is unreachable: {brief(reply)}")
+    return StoreError(f"Redis refused counter {name!r}: {brief(reply)}")
 
 
-def _refusal(name: str, message: str) -> Exception:
-    code, _, rest = message.partition(" ")
+def _refusal(name: str, reply: ResponseError) -> Exception:
+    code, _, rest = str(reply).partition(" ")
     key, _, detail = rest.partition(" ")
     if code == "CORRUPT":
         return CorruptCounter(name, key, detail)
     if code == "OVERFLOW":
         return CounterOverflow(f"counter {name!r}: {detail}")
-    return StoreError(f"Redis refused counter {name!r}: {message}")
+    return StoreError(f"Redis refused counter {name!r}: {brief(reply)}")
 
 
 def _event(name: str, reply: Sequence[Any]) -> CounterEvent:

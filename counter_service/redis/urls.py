@@ -8,7 +8,9 @@
 The Sentinel form is the redis-sentinel-url package's convention: the user and password
 are the master's (and its replicas'); the sentinels are reached without them. `rediss+`
 in front of either means TLS. Hosts are names or addresses, IPv6 ones in brackets
-(`[::1]:6379`); credentials may be percent-encoded.
+(`[::1]:6379`); credentials may be percent-encoded. Ports and database numbers are ASCII
+digits (a database at most `MAX_DB`); a space, a control character, a `#` or a `%` that
+does not start an escape of UTF-8 is refused rather than trimmed, dropped or kept.
 
 The query takes redis-py's connection options by their redis-py names, and only those
 that mean something for that kind of connection (`QUERY_OPTIONS`); each is converted to
@@ -41,6 +43,12 @@ _SCHEMES: dict[str, tuple[Kind, bool]] = {
 SCHEMES = tuple(_SCHEMES)
 DEFAULT_PORT = {"server": 6379, "sentinel": 26379, "cluster": 6379}
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+# ASCII only: str.isdigit() and int() take other scripts' digits too ("٣" is 3).
+_DIGITS_RE = re.compile(r"[0-9]+")
+_DECIMAL_RE = re.compile(r"[0-9]+(\.[0-9]+)?")
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+MAX_DB = 2**31 - 2
+"""The highest database number Redis can have (`databases` is at most INT_MAX)."""
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -49,20 +57,33 @@ class InvalidRedisUrl(ValueError):
     """A Redis URL this library cannot use; the message says what is wrong."""
 
 
+class InvalidRedisOption(InvalidRedisUrl):
+    """The URL's form is right, but one of its query options is not (the message names it)."""
+
+
 Parser = Callable[[str], object]
 
 
 def _positive_float(text: str) -> float:
+    if not _DECIMAL_RE.fullmatch(text.removeprefix("-")):
+        raise ValueError("must be a number")
     value = float(text)
-    if not 0 < value < float("inf"):
+    if not value > 0:
         raise ValueError("must be a positive number of seconds")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    if not text.isdigit():
+    if not _DIGITS_RE.fullmatch(text):
         raise ValueError("must be a whole number, 0 or more")
     return int(text)
+
+
+def _db_number(text: str) -> int:
+    number = _non_negative_int(text)
+    if number > MAX_DB:
+        raise ValueError(f"is past Redis's last database number, {MAX_DB}")
+    return number
 
 
 def _bool(text: str) -> bool:
@@ -119,9 +140,9 @@ TLS_OPTIONS: dict[str, Parser] = {
 # redis-py's asyncio RedisCluster takes every TLS argument but these two.
 _CLUSTER_TLS = {k: v for k, v in TLS_OPTIONS.items() if k not in ("ssl_ca_path", "ssl_password")}
 QUERY_OPTIONS: dict[str, dict[str, Parser]] = {
-    "redis": {**_TCP, "db": _non_negative_int},
-    "rediss": {**_TCP, "db": _non_negative_int, **TLS_OPTIONS},
-    "unix": {**_SOCKET, "db": _non_negative_int},
+    "redis": {**_TCP, "db": _db_number},
+    "rediss": {**_TCP, "db": _db_number, **TLS_OPTIONS},
+    "unix": {**_SOCKET, "db": _db_number},
     "redis+sentinel": _TCP,
     "rediss+sentinel": {**_TCP, **TLS_OPTIONS},
     "redis+cluster": _TCP,
@@ -152,6 +173,7 @@ class RedisTarget:
 
 def parse_redis_url(url: str) -> RedisTarget:
     """The target of `url`; `InvalidRedisUrl` if it is not one of the forms above."""
+    _check_characters(url)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in _SCHEMES:
         raise InvalidRedisUrl(f"scheme must be one of {', '.join(SCHEMES)}")
@@ -185,10 +207,28 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
+def _check_characters(url: str) -> None:
+    """Refuse what urllib would pass over in silence: a space (a host "h " would be
+    trimmed), a `#` (everything after it dropped, a password's end included) and a `%`
+    that is not an escape of UTF-8 (kept as is, or turned into U+FFFD)."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise InvalidRedisUrl(
+            "the URL has a space or a control character: remove it (in a password: %20)"
+        )
+    if "#" in url:
+        raise InvalidRedisUrl("a Redis URL has no #fragment (a '#' in a password is %23)")
+    if _BAD_ESCAPE_RE.search(url):  # not shown: it may be in the password
+        raise InvalidRedisUrl("a '%' in the URL starts no percent escape (a '%' itself is %25)")
+    try:
+        unquote(url, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidRedisUrl("a percent escape in the URL is not UTF-8") from None
+
+
 def _split(url: str) -> tuple[str, str, str]:
     """The network location, path and query of `url` (urllib's own split refuses some
     bad hosts with messages of its own, and knows nothing of host lists)."""
-    rest = url.split("://", 1)[1].split("#", 1)[0]
+    rest = url.split("://", 1)[1]
     rest, _, query = rest.partition("?")
     location, slash, path = rest.partition("/")
     return location, slash + path, query
@@ -206,13 +246,13 @@ def _options(scheme: str, query: str) -> dict[str, object]:
     options: dict[str, object] = {}
     for name, text in parse_qsl(query, keep_blank_values=True):
         if name not in allowed:
-            raise InvalidRedisUrl(_unknown_option(scheme, name))
+            raise InvalidRedisOption(_unknown_option(scheme, name))
         if name in options:
-            raise InvalidRedisUrl(f"query option {name!r} is given twice")
+            raise InvalidRedisOption(f"query option {name!r} is given twice")
         try:
             options[name] = allowed[name](text)
         except ValueError as exc:
-            raise InvalidRedisUrl(f"query option {name}={text!r}: {_reason(exc)}") from None
+            raise InvalidRedisOption(f"query option {name}={text!r}: {_reason(exc)}") from None
     return options
 
 
@@ -241,7 +281,7 @@ def _hosts(netloc: str, default_port: int, several: bool) -> tuple[tuple[str, in
     items = netloc.split(",")
     if len(items) > 1 and not several:
         raise InvalidRedisUrl("one host only: list several with redis+sentinel or redis+cluster")
-    return tuple(_host(item.strip(), default_port) for item in items)
+    return tuple(_host(item, default_port) for item in items)
 
 
 def _host(item: str, default_port: int) -> tuple[str, int]:
@@ -269,7 +309,7 @@ def _check_ipv6(address: str, item: str) -> None:
 
 
 def _port(text: str, item: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not _DIGITS_RE.fullmatch(text) or not 1 <= int(text) <= 65535:
         raise InvalidRedisUrl(f"{item!r}: the port must be a number from 1 to 65535")
     return int(text)
 
@@ -303,6 +343,8 @@ def _take_db(options: dict[str, object]) -> int | None:
 
 
 def _db(text: str) -> int:
-    if not text.isdigit():
+    if not _DIGITS_RE.fullmatch(text):
         raise InvalidRedisUrl(f"database {text!r} is not a number, 0 or more")
+    if int(text) > MAX_DB:
+        raise InvalidRedisUrl(f"database {text} is past Redis's last database number, {MAX_DB}")
     return int(text)

@@ -21,6 +21,7 @@ from redis.exceptions import NoPermissionError
 from counter_service.devtools.fleet import RedisProcess, ServerProcess
 from counter_service.devtools.headless import FletError, HeadlessSession
 from counter_service.devtools.topologies import (
+    Certificates,
     ClusterSet,
     SentinelSet,
     TlsRedis,
@@ -456,13 +457,8 @@ async def test_rediss_with_a_custom_ca_and_a_client_certificate(
     tmp_path: Path, certificates: Any
 ) -> None:
     server = TlsRedis(tmp_path, certificates, require_client_cert=True).start()
-    env = {
-        "COUNTER_TLS_CA_FILE": str(certificates.ca_cert),
-        "COUNTER_TLS_CERT_FILE": str(certificates.client_cert),
-        "COUNTER_TLS_KEY_FILE": str(certificates.client_key),
-    }
     try:
-        with workers(tmp_path, server.url, env) as servers:
+        with workers(tmp_path, server.url, tls_env(certificates)) as servers:
             async with sessions_of(servers) as peers:
                 await peers[0].run("incr", name="c2")
                 await converge(peers, "c2", 1)
@@ -502,3 +498,37 @@ async def test_rediss_cluster_with_the_tls_options_in_the_url(
                     )
     finally:
         await asyncio.to_thread(cluster.stop)
+
+
+def tls_env(certificates: Certificates) -> dict[str, str]:
+    return {
+        "COUNTER_TLS_CA_FILE": str(certificates.ca_cert),
+        "COUNTER_TLS_CERT_FILE": str(certificates.client_cert),
+        "COUNTER_TLS_KEY_FILE": str(certificates.client_key),
+    }
+
+
+async def test_rediss_sentinel_follows_a_failover_with_verification_and_a_client_certificate(
+    tmp_path: Path, certificates: Certificates
+) -> None:
+    """Every process of the set speaks TLS only and wants a client certificate: the
+    sentinels (asked over TLS for the master) as much as the master and its replica."""
+    sentinels = SentinelSet(tmp_path, certs=certificates)
+    await asyncio.to_thread(sentinels.start)
+    try:
+        assert sentinels.url.startswith("rediss+sentinel://")
+        env = {**NO_RECONCILE, **tls_env(certificates)}
+        with workers(tmp_path, sentinels.url, env) as servers:
+            async with sessions_of(servers, per_server=1) as peers:
+                await peers[0].run("incr", name="c4")
+                await converge(peers, "c4", 1)
+                await asyncio.to_thread(sentinels.kill_master)
+                new_port = await asyncio.to_thread(sentinels.wait_for_failover)
+                await eventually(lambda: all(ready(s)[0] == 200 for s in servers), WAIT_S, "ready")
+                await peers[1].run("incr", name="c4")
+                assert not peers[1].session.value("error")
+                stored = probe(new_port, "GET", NAMES.value("c4"), tls=certificates)
+                assert int(stored) >= 1  # 2, unless the first was not replicated in time
+                await converge(peers, "c4", int(stored))
+    finally:
+        await asyncio.to_thread(sentinels.stop)

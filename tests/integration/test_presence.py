@@ -9,6 +9,7 @@ from counter_service.devtools.topologies import create_acl_user
 from counter_service.names import Names
 from counter_service.presence import Presence
 from counter_service.redis.store import CounterStore
+from tests.integration.test_store import unreachable_sentinels
 from tests.support import eventually
 
 NAMES = Names("presencetest")
@@ -116,3 +117,19 @@ async def eventually_online(redis: Redis, expected: int, timeout: float = 10.0) 
     while (seen := await online(redis)) != expected:
         assert asyncio.get_running_loop().time() < deadline, f"online is {seen}, not {expected}"
         await asyncio.sleep(0.02)
+
+
+async def test_leaving_while_the_sentinels_are_unreachable_is_one_short_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    connections = unreachable_sentinels()
+    presence = Presence(CounterStore(connections.commands, NAMES), "w1", ttl_s=8, min_gap=0.01)
+    await presence.start()
+    try:
+        await eventually(lambda: presence.task.running)
+    finally:
+        await presence.stop()
+        await connections.aclose()
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.startswith("could not remove worker w1 from presence (Redis is unreachable")
+    assert len(warning) < 300, warning

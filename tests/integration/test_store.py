@@ -11,7 +11,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
-from counter_service.devtools.fleet import RedisProcess
+from counter_service.devtools.fleet import RedisProcess, free_ports
 from counter_service.devtools.topologies import (
     ClusterSet,
     ToolMissing,
@@ -28,8 +28,10 @@ from counter_service.errors import (
 )
 from counter_service.events import CounterEvent, parse_event
 from counter_service.names import Names
-from counter_service.redis.probe import diagnose
+from counter_service.redis.connections import Connections, connections_for
+from counter_service.redis.diagnosis import diagnose
 from counter_service.redis.store import CounterStore
+from counter_service.settings import Settings
 from tests.e2e.test_production_redis import documented_acl_rule
 
 NAMES = Names("test")
@@ -201,6 +203,33 @@ async def test_an_unreachable_redis_raises_store_unavailable(redis_server: Redis
             await store.read_many(["clicks"])
     finally:
         await client.aclose()
+
+
+def unreachable_sentinels() -> Connections:
+    """Connections through two sentinels nobody runs: redis-py's error then quotes the
+    repr of each sentinel's client, thousands of characters."""
+    hosts = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    return connections_for(Settings(redis_url=f"redis+sentinel://{hosts}/mymaster/0"), "t")
+
+
+async def test_store_errors_quote_redis_on_one_short_line() -> None:
+    connections = unreachable_sentinels()
+    store = CounterStore(connections.commands, NAMES)
+    try:
+        failures = []
+        for call in (store.incr("clicks"), store.read("clicks"), store.probe("w")):
+            with pytest.raises(StoreUnavailable) as caught:
+                await call
+            failures.append(caught.value)
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.report_presence("w", -1, 1000)
+        failures.append(caught.value)
+    finally:
+        await connections.aclose()
+    for failure in failures:
+        assert str(failure).startswith("Redis is unreachable: No master found for 'mymaster'")
+        assert len(str(failure)) < 300, str(failure)
+        assert "<redis." in str(failure.__cause__)  # what redis-py said is kept whole
 
 
 async def test_presence_total_sums_live_workers(store: CounterStore) -> None:

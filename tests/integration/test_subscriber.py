@@ -11,8 +11,9 @@ from redis.asyncio import Redis
 
 from counter_service.backoff import Backoff
 from counter_service.devtools.fleet import RedisProcess
-from counter_service.pubsub.subscriber import BRIEF_LIMIT, Subscriber, brief
+from counter_service.pubsub.subscriber import Subscriber
 from counter_service.redis.connections import ServerConnections
+from counter_service.redis.text import BRIEF_LIMIT, brief
 from counter_service.settings import Settings
 from tests.support import eventually
 

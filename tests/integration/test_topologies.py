@@ -3,6 +3,7 @@ a Sentinel set that fails over, a cluster that hands a dead master's slots to it
 a TLS server that verifies both ends, and ACL users limited to what their rule allows."""
 
 import asyncio
+import dataclasses
 import socket
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
@@ -16,17 +17,19 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import AskError, ConnectionError, NoPermissionError
+from redis.exceptions import AskError, AuthenticationError, ConnectionError, NoPermissionError
 
-from counter_service.devtools.fleet import HOST, FleetError, RedisProcess
+from counter_service.devtools.fleet import HOST, FleetError, RedisProcess, free_port
 from counter_service.devtools.topologies import (
     Certificates,
     ClusterSet,
+    SentinelProcess,
     SentinelSet,
     TlsRedis,
     ToolMissing,
     create_acl_user,
     make_certificates,
+    probe,
 )
 
 SERVICE = "mymaster"
@@ -300,6 +303,60 @@ async def test_a_client_without_a_certificate_is_refused_only_when_one_is_requir
             await ping(tls_server.url, **kwargs)
     else:
         assert await ping(tls_server.url, **kwargs)
+
+
+async def test_a_certificate_for_another_host_fails_on_the_name_alone(
+    tmp_path: Path, certificates: Certificates
+) -> None:
+    wrong = dataclasses.replace(
+        certificates,
+        server_cert=certificates.wrong_host_cert,
+        server_key=certificates.wrong_host_key,
+    )
+    server = TlsRedis(tmp_path, wrong, require_client_cert=False).start()
+    try:
+        with pytest.raises(ConnectionError, match=r"certificate is not valid for '127\.0\.0\.1'"):
+            await ping(server.url, **certificates.client_kwargs())
+        kwargs = {**certificates.client_kwargs(), "ssl_check_hostname": False}
+        assert await ping(server.url, **kwargs)  # the CA did sign it
+    finally:
+        server.stop()
+
+
+async def test_a_tls_sentinel_set_speaks_tls_only_and_names_its_master(
+    tmp_path: Path, certificates: Certificates
+) -> None:
+    with SentinelSet(tmp_path, service=SERVICE, certs=certificates) as topology:
+        assert topology.url.startswith("rediss+sentinel://")
+        tls = {"ssl": True, **certificates.client_kwargs()}
+        sentinel = Sentinel(topology.sentinel_addresses, sentinel_kwargs=tls, **tls)
+        try:
+            assert await sentinel.discover_master(SERVICE) == (HOST, topology.master.port)
+            client = sentinel.master_for(SERVICE, retry=NO_RETRY)
+            try:
+                assert await client.set("sealed", "yes")
+            finally:
+                await client.aclose()
+        finally:
+            await sentinel.aclose()
+        for process in [*topology.sentinels, *topology.nodes]:
+            assert not process._pong(), process.name  # no plain port
+            with pytest.raises(ConnectionError):  # a client certificate is required
+                await ping(
+                    f"rediss://{HOST}:{process.port}",
+                    **certificates.client_kwargs(client_cert=False),
+                )
+
+
+def test_a_sentinel_with_a_password_wants_it(tmp_path: Path, redis_server: RedisProcess) -> None:
+    sentinel = SentinelProcess(tmp_path, free_port(), SERVICE, redis_server.port, password="pw")
+    sentinel.start()
+    try:
+        assert probe(sentinel.port, "SENTINEL", "MASTERS", password="pw")
+        with pytest.raises(AuthenticationError):
+            probe(sentinel.port, "SENTINEL", "MASTERS")
+    finally:
+        sentinel.stop()
 
 
 # ACL -----------------------------------------------------------------------------------------

@@ -152,3 +152,12 @@ def test_a_url_urlsplit_cannot_parse_is_refused_without_its_password() -> None:
         Settings(redis_url="redis://bob:hunter2@[nothost]:1/0")
     assert "hunter2" not in str(caught.value)
     assert "bob:***@" not in str(caught.value)  # the user goes too: the split is unknown
+
+
+def test_a_bad_url_option_is_refused_without_an_example_of_a_url() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings(redis_url="rediss://127.0.0.1:6380/0?ssl_ca_certs=/no/such/ca.pem")
+    assert "ssl_ca_certs" in str(caught.value)
+    assert "for example" not in str(caught.value)
+    with pytest.raises(SettingsError, match="for example redis://"):
+        Settings(redis_url="redis://127.0.0.1:notaport/0")

@@ -13,7 +13,14 @@ from counter_service.redis.connections import (
     ServerConnections,
     ServerPubSub,
 )
-from counter_service.redis.urls import QUERY_OPTIONS, InvalidRedisUrl, RedisTarget, parse_redis_url
+from counter_service.redis.urls import (
+    MAX_DB,
+    QUERY_OPTIONS,
+    InvalidRedisOption,
+    InvalidRedisUrl,
+    RedisTarget,
+    parse_redis_url,
+)
 from counter_service.settings import Settings
 
 V6 = "2001:db8::1"
@@ -113,7 +120,8 @@ INVALID = [
     ("redis://[::1/0", "is not [IPv6 address]:port"),
     ("redis://[::1]x/0", "is not [IPv6 address]:port"),
     ("redis://[nothost]:1/0", "is not an IPv6 address"),
-    ("redis://bad host/0", "is not a host name or address"),
+    ("redis://bad_host!/0", "is not a host name or address"),
+    ("redis://bad host/0", "has a space or a control character"),
     ("redis://h/0?socket_timeout=abc", "query option socket_timeout='abc': must be a number"),
     ("redis://h/0?socket_timeout=-1", "socket_timeout='-1': must be a positive number"),
     ("redis://h/0?socket_timeout=", "socket_timeout='': must be a number"),
@@ -141,6 +149,29 @@ INVALID = [
     ("redis+sentinel://s1,,s2/m", "a host is missing"),
     ("redis+cluster://n1:7000/0", "a cluster has no database numbers"),
     ("redis+cluster://n1:700000", "the port must be a number from 1 to 65535"),
+    # Redis's last database is INT_MAX - 1; past it SELECT fails as "value is out of range".
+    ("redis://h/2147483647", "database 2147483647 is past Redis's last database number"),
+    ("redis://h/99999999999999999999", "is past Redis's last database number, 2147483646"),
+    ("redis://h?db=2147483647", "db='2147483647': is past Redis's last database number"),
+    ("redis+sentinel://s/m/2147483648", "is past Redis's last database number"),
+    # What urllib would trim, drop or keep as is.
+    ("redis://h /0", "has a space or a control character"),
+    ("redis://h:6379 /0", "has a space or a control character"),
+    ("redis+sentinel://s1, s2/m", "has a space or a control character"),
+    ("redis://h/0\n", "has a space or a control character"),
+    ("redis://h:٦٣٧٩/0", "the port must be a number from 1 to 65535"),
+    ("redis://h/٣", "is not a number, 0 or more"),
+    ("redis://h?db=٣", "db='٣': must be a whole number"),
+    ("redis://h/0?health_check_interval=٣", "must be a whole number"),
+    ("redis://h/0?socket_timeout=٣", "socket_timeout='٣': must be a number"),
+    ("redis://h/0?socket_timeout=1_0", "socket_timeout='1_0': must be a number"),
+    ("redis://h/0?socket_timeout=1e3", "socket_timeout='1e3': must be a number"),
+    ("redis://h/0?socket_timeout=nan", "socket_timeout='nan': must be a number"),
+    ("redis://u:p%zz@h/0", "starts no percent escape"),
+    ("redis://u:p%2@h/0", "starts no percent escape"),
+    ("redis://u:%ff@h/0", "a percent escape in the URL is not UTF-8"),
+    ("redis://h/0#frag", "a Redis URL has no #fragment"),
+    ("redis://u:pa#ss@h/0", "(a '#' in a password is %23)"),
 ]
 
 
@@ -152,6 +183,28 @@ def test_an_invalid_url_is_refused_with_a_message_that_names_the_problem(
         parse_redis_url(url)
     assert problem in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_refused_escape_or_fragment_does_not_show_the_password() -> None:
+    for url in ("redis://u:s3cr%zz@h/0", "redis://u:s3cr#et@h/0"):
+        with pytest.raises(InvalidRedisUrl) as caught:
+            parse_redis_url(url)
+        assert "s3cr" not in str(caught.value)
+
+
+def test_the_last_database_number_and_percent_escapes_are_accepted() -> None:
+    assert parse_redis_url("redis://h/2147483646").db == MAX_DB == 2**31 - 2
+    assert parse_redis_url("redis://h?db=2147483646").db == MAX_DB
+    assert parse_redis_url("redis://u:a%25b%23@h/0").password == "a%b#"
+    assert parse_redis_url("redis://u:%C3%A9@h/0").password == "é"
+
+
+def test_only_query_options_raise_invalid_redis_option() -> None:
+    with pytest.raises(InvalidRedisOption):
+        parse_redis_url("redis://h/0?socket_timeout=x")
+    with pytest.raises(InvalidRedisUrl) as caught:
+        parse_redis_url("redis://h:x/0")
+    assert not isinstance(caught.value, InvalidRedisOption)
 
 
 def test_every_scheme_accepts_only_options_of_its_own_connections() -> None:
