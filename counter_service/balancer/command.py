@@ -2,13 +2,15 @@
 
 Sticky: a browser keeps the replica that holds its Flet session (cookie `cs_replica`),
 also while that replica is not ready; new browsers go to the ready replicas. The replicas
-are given (--replicas) or are every address a DNS name resolves to (--discover, re-read
-every few seconds: `docker compose up --scale app=5` and restarted replicas are picked
-up). Ctrl-C or SIGTERM stops nginx and every worker of it."""
+are given (--replicas: addresses, or names that stand for every address they resolve to)
+or are every address a DNS name resolves to (--discover). Names are re-read every few
+seconds: `docker compose up --scale app=5` and restarted replicas are picked up. Ctrl-C
+or SIGTERM stops nginx and every worker of it; nothing it wrote is left behind."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import sys
@@ -24,6 +26,7 @@ from counter_service.balancer.nginx import Nginx, NginxError, find_nginx
 from counter_service.balancer.replicas import (
     AddressError,
     Discovery,
+    ReplicaList,
     host_port,
     parse_address,
     parse_replicas,
@@ -57,7 +60,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add = balance.add_argument
     add("--listen", required=True, metavar="HOST:PORT", help="where nginx listens")
     replicas = balance.add_mutually_exclusive_group(required=True)
-    replicas.add_argument("--replicas", metavar="HOST:PORT[,...]", help="the replicas")
+    replicas.add_argument(
+        "--replicas", metavar="HOST:PORT[,...]", help="the replicas (a name: each address it has)"
+    )
     replicas.add_argument("--discover", metavar="NAME:PORT", help="every address NAME has")
     add(
         "--interval",
@@ -80,21 +85,35 @@ def check(args: argparse.Namespace) -> BalanceOptions:
     routing = Path(args.routing) if args.routing else routing_file()
     if not routing.is_file():
         raise UsageError(f"--routing {routing}: no such file")
+    access_log = _access_log(args.access_log)
     source = _source(args)
     return BalanceOptions(
-        listen, source, nginx_binary(args.nginx), routing, args.interval, args.access_log
+        listen, source, nginx_binary(args.nginx), routing, args.interval, access_log
     )
 
 
 def _source(args: argparse.Namespace) -> Source:
     if args.discover is None:
         try:
-            replicas = parse_replicas(args.replicas)
+            return ReplicaList(parse_replicas(args.replicas), say=say)
         except AddressError as exc:
             raise UsageError(f"--replicas {args.replicas}: {exc}") from None
-        return lambda: replicas
     name, port = _address("--discover", args.discover)
     return Discovery(name, port, say=say)
+
+
+def _access_log(path: str | None) -> str | None:
+    """`path` if nginx could open it for appending; UsageError otherwise."""
+    if path is None:
+        return None
+    target = Path(path).absolute()
+    if target.is_dir():
+        raise UsageError(f"--access-log {path}: a directory, not a file")
+    if not target.parent.is_dir():
+        raise UsageError(f"--access-log {path}: no such directory {target.parent}")
+    if not os.access(target if target.exists() else target.parent, os.W_OK):
+        raise UsageError(f"--access-log {path}: not writable")
+    return str(target)
 
 
 def _address(flag: str, text: str) -> tuple[str, int]:
@@ -137,14 +156,13 @@ def run(args: argparse.Namespace) -> int:
     main = MainOptions(access_log=options.access_log)
     nginx = Nginx(options.nginx, directory, options.routing, options.listen, main)
     with sigterm_interrupts():
-        status = _serve(Balancer(nginx, options.source, say), options)
-    if status == 0:
-        shutil.rmtree(directory, ignore_errors=True)
-    return status
+        return _serve(Balancer(nginx, options.source, say), options)
 
 
 def _serve(balancer: Balancer, options: BalanceOptions) -> int:
-    """Start nginx and poll until interrupted; however that ends, stop nginx."""
+    """Start nginx and poll until interrupted; however that ends, stop nginx and remove
+    its directory. It holds nginx's files only (its log goes to our stderr), nothing worth
+    keeping after an error, and a container restarting on errors would pile them up."""
     try:
         balancer.start()
         say(f"nginx pid={balancer.nginx.pid} config={balancer.nginx.config}")
@@ -159,5 +177,8 @@ def _serve(balancer: Balancer, options: BalanceOptions) -> int:
         return 1
     finally:
         with shielded():
-            balancer.stop()
+            try:
+                balancer.stop()
+            finally:
+                shutil.rmtree(balancer.nginx.directory, ignore_errors=True)
             say("stopped")

@@ -31,9 +31,11 @@ TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 WORKER_CONNECTIONS = 8192  # every open page holds two: browser side and replica side
 WANTED_NOFILE = 4 * WORKER_CONNECTIONS
 # A reload leaves the old workers running while websockets they carry are open, which is
-# as long as their tabs are. Bound that: the browser's reconnect then goes, by its
-# cookie, to the same replica and resumes its Flet session.
-SHUTDOWN_TIMEOUT = "10m"
+# as long as their tabs are: each holds its memory (megabytes) until then. Cut them soon:
+# a websocket cut this way costs its browser a reconnect, which goes, by its cookie, to
+# the same replica and resumes its Flet session. With the reload budget (rotation.py: 3
+# in a row, then one per 10 s) at most about 6 generations of old workers live at once.
+SHUTDOWN_TIMEOUT = "30s"
 
 
 def routing_file() -> Path:

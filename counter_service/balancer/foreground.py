@@ -24,6 +24,16 @@ def one_line(exc: BaseException) -> str:
     return first if len(lines) == 1 else f"{first}: {lines[-1]}"
 
 
+def exit_status(code: int) -> str:
+    """A child's exit code in words: "status 1", "killed by SIGKILL"."""
+    if code >= 0:
+        return f"status {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM stops the foreground work the way Ctrl-C does (KeyboardInterrupt)."""

@@ -1,13 +1,13 @@
-"""Whether a replica should get new sessions: its /readyz answer, read into one line, and
-the hysteresis that keeps one failed or one good poll from moving it in or out."""
+"""Whether a replica is ready to take new sessions: its /readyz answer, read into one line
+(the rotation, counter_service/balancer/rotation.py, decides what to do with it)."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import re
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,6 @@ from counter_service.balancer.replicas import Replica
 
 READY = "ready"
 PROBE_TIMEOUT_S = 1.0
-POLLS_TO_SWITCH = 2
 # Straight to the replica: a proxy from the environment must not see this traffic.
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # What /readyz reports (counter_service/flet/app.py), each with the value that is
@@ -26,6 +25,8 @@ HEALTHY_FLAGS = {
     "event_loop_lagging": (False, "event loop lagging"),
 }
 SKIPPED = {"ready", "worker"}
+MAX_REASON = 200
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def probe(replica: Replica, timeout: float = PROBE_TIMEOUT_S) -> Health:
     except urllib.error.HTTPError as exc:
         return Health(False, f"not ready: {missing(_body(exc)) or f'HTTP {exc.code}'}")
     except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
-        return Health(False, f"not ready: no answer ({getattr(exc, 'reason', exc)})")
+        return Health(False, f"not ready: no answer ({readable(str(getattr(exc, 'reason', exc)))})")
 
 
 def _body(error: urllib.error.HTTPError) -> bytes:
@@ -57,14 +58,22 @@ def _body(error: urllib.error.HTTPError) -> bytes:
 
 
 def missing(body: bytes) -> str:
-    """What a 503 from /readyz says is missing, in words; "" if it names nothing."""
+    """What a 503 from /readyz says is missing, in words; "" if it names nothing. Any
+    body will do: this is whatever a replica, or something in its place, answered."""
     try:
         report = json.loads(body)
-    except ValueError:
+        if not isinstance(report, dict):
+            return ""
+        words = ", ".join(what for name, value in report.items() if (what := _problem(name, value)))
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
         return ""
-    if not isinstance(report, dict):
-        return ""
-    return ", ".join(what for name, value in report.items() if (what := _problem(name, value)))
+    return readable(words)
+
+
+def readable(words: str) -> str:
+    """`words` on one line of at most MAX_REASON characters."""
+    line = " ".join(CONTROL.sub(" ", words).split())
+    return line if len(line) <= MAX_REASON else line[: MAX_REASON - 3] + "..."
 
 
 def _problem(name: str, value: Any) -> str | None:
@@ -79,37 +88,3 @@ def _problem(name: str, value: Any) -> str | None:
     if value is False:
         return f"{name} false"  # a check this version does not know yet
     return None
-
-
-class Rotation:
-    """Which replicas get new sessions. A replica leaves after `polls` failed polls in a
-    row and comes back after `polls` ready ones; a new replica starts outside. When none
-    is in, all are: pages still render and say that the store is unreachable."""
-
-    def __init__(self, polls: int = POLLS_TO_SWITCH) -> None:
-        self.polls = polls
-        self._inside: set[Replica] = set()
-        self._streak: dict[Replica, int] = {}
-        """Ready polls in a row (> 0) or failed ones (< 0)."""
-
-    def update(self, polls: Iterable[tuple[Replica, bool]]) -> None:
-        """Count one poll of each replica; forget the replicas that were not polled."""
-        polled = dict(polls)
-        self._inside &= set(polled)
-        self._streak = {r: self._count(self._streak.get(r, 0), ok) for r, ok in polled.items()}
-        for replica, streak in self._streak.items():
-            if streak >= self.polls:
-                self._inside.add(replica)
-            elif streak <= -self.polls:
-                self._inside.discard(replica)
-
-    def members(self, replicas: Sequence[Replica]) -> list[Replica]:
-        """Those of `replicas` in rotation, in their order (all of them when none is)."""
-        inside = [replica for replica in replicas if replica in self._inside]
-        return inside or list(replicas)
-
-    @staticmethod
-    def _count(streak: int, ready: bool) -> int:
-        if ready:
-            return streak + 1 if streak > 0 else 1
-        return streak - 1 if streak < 0 else -1

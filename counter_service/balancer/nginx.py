@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,12 +24,16 @@ from counter_service.balancer.config import (
     listen_conf,
     main_conf,
 )
+from counter_service.balancer.foreground import exit_status
 
 # Distributions install nginx where a normal user's PATH does not look.
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+# The levels at which nginx says why it stopped or refused to start; [error] and below are
+# about single requests.
+SEVERE = re.compile(r"\[(?:emerg|alert|crit)\]")
 
 
 class NginxError(RuntimeError):
@@ -130,16 +135,27 @@ class Nginx:
         """PIDs of this master's worker processes (its children in /proc)."""
         return {pid for pid in _pids() if _stat(pid)[1:2] == [str(self.pid)]}
 
-    def log_tail(self, lines: int = 3) -> str:
-        """The last lines of nginx's log file ("" when nginx writes to our stderr)."""
+    def log_errors(self, lines: int = 3) -> list[str]:
+        """The last [emerg], [alert] and [crit] lines of nginx's log file (none when nginx
+        writes to our stderr, where the user reads them anyway)."""
         if self.log is None or not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+            return []
+        text = self.log.read_text(errors="replace")
+        return [line.strip() for line in text.splitlines() if SEVERE.search(line)][-lines:]
 
     def error(self, what: str) -> NginxError:
-        """An NginxError saying `what`, with the end of nginx's log when it has one."""
-        tail = self.log_tail()
-        return NginxError(f"{what}: {tail}" if tail else what)
+        """An NginxError saying `what`, on one line, with the errors of nginx's log when
+        it has a log file of its own."""
+        if self.log is None:
+            return NginxError(what)
+        errors = self.log_errors()
+        found = "; ".join(errors) if errors else "no [emerg], [alert] or [crit] line in its log"
+        return NginxError(f"{what}: {found}")
+
+    def exit_status(self) -> str:
+        """How the master ended, in words ("running" while it runs)."""
+        code = None if self.proc is None else self.proc.poll()
+        return "running" if code is None else exit_status(code)
 
     def _argv(self) -> list[str]:
         return [self.binary, "-p", str(self.directory), "-c", str(self.config), "-e", "stderr"]
@@ -164,7 +180,7 @@ class Nginx:
     def _wait_until(self, done: Callable[[], bool], what: str) -> None:
         def ended() -> bool:
             if not self.running:
-                raise self.error(f"nginx exited while {what}")
+                raise self.error(f"nginx exited ({self.exit_status()}) while {what}")
             return done()
 
         if not self._wait_for(ended, START_TIMEOUT_S):

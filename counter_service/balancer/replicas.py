@@ -1,9 +1,12 @@
 """The replicas behind the balancer: their addresses, their ids, and where the list comes
-from (given once, or re-resolved from a DNS name that has one record per replica)."""
+from (given, or re-resolved from DNS names). nginx knows a replica by the IP address it
+connects to (`$upstream_addr`), so that is what a replica is: a name is resolved here,
+never handed to nginx, which would refuse a configuration with a name it cannot resolve."""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -83,6 +86,15 @@ def parse_replicas(text: str) -> list[Replica]:
     return found
 
 
+def is_ip(host: str) -> bool:
+    """Whether `host` is an IPv4 or IPv6 address rather than a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def resolve(name: str, port: int) -> list[str]:
     """Every address `name` resolves to (Docker's DNS answers a service name with one
     A record per running replica)."""
@@ -135,3 +147,32 @@ class Discovery:
         if error != self.error and self.say is not None:
             self.say(f"discover {self.name}: {error or 'resolves again'}")
         self.error = error
+
+
+class ReplicaList:
+    """The replicas of `--replicas`, in the order given: an IP address as it is, a name as
+    every address it resolves to, re-resolved as `Discovery` does (a name that does not
+    resolve yet stands for no replica until it does, and says so)."""
+
+    def __init__(
+        self,
+        given: Sequence[Replica],
+        resolver: Resolver = resolve,
+        clock: Callable[[], float] = time.monotonic,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.parts: list[Replica | Discovery] = [
+            replica
+            if is_ip(replica.host)
+            else Discovery(replica.host, replica.port, resolver, clock=clock, say=say)
+            for replica in given
+        ]
+
+    def __call__(self) -> list[Replica]:
+        """The current replicas, without repeats."""
+        found: list[Replica] = []
+        for part in self.parts:
+            for replica in [part] if isinstance(part, Replica) else part():
+                if replica not in found:
+                    found.append(replica)
+        return found

@@ -10,6 +10,7 @@ started, by PID (nginx by its process group, workers included)."""
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import tempfile
@@ -23,7 +24,13 @@ from redis.exceptions import RedisError
 from counter_service.balancer.command import UsageError, check_free, nginx_binary
 from counter_service.balancer.config import MainOptions, routing_file
 from counter_service.balancer.core import Balancer
-from counter_service.balancer.foreground import one_line, say, shielded, sigterm_interrupts
+from counter_service.balancer.foreground import (
+    exit_status,
+    one_line,
+    say,
+    shielded,
+    sigterm_interrupts,
+)
 from counter_service.balancer.health import Health, probe
 from counter_service.balancer.nginx import Nginx, NginxError
 from counter_service.balancer.replicas import Replica
@@ -36,6 +43,12 @@ DEFAULT_PORT = 8080  # what compose publishes, and clear of `serve`'s 8550
 DEFAULT_REPLICAS = 3
 MAX_REPLICAS = 32
 POLL_S = 0.5
+REDIS_LOG_LINES = 10_000
+REDIS_READY = "Ready to accept connections"
+# redis-server marks warnings and errors with '#': `PID:ROLE DD Mon YYYY HH:MM:SS.mmm # ...`.
+# It logs a few start-up notices that way too ("Server initialized"): hence only the lines
+# since it was ready count.
+REDIS_WARNING = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ # ")
 
 
 class StackError(Exception):
@@ -120,6 +133,19 @@ def readiness(replica: ServerProcess) -> Health:
     return probe(Replica(HOST, replica.port))
 
 
+def redis_exited(process: RedisProcess) -> StackError:
+    """Why the stack's redis-server is gone: how it ended, and the last warnings and errors
+    it logged since it was ready (or all of them, if it never was)."""
+    code = None if process.proc is None else process.proc.returncode
+    how = "gone" if code is None else exit_status(code)
+    lines = process.log_tail(REDIS_LOG_LINES).splitlines()
+    ready = [n for n, line in enumerate(lines) if REDIS_READY in line]
+    since = lines[ready[-1] + 1 :] if ready else lines
+    errors = [line.strip() for line in since if REDIS_WARNING.match(line)][-3:]
+    found = "; ".join(errors) if errors else "no warning or error in its log"
+    return StackError(f"redis-server exited ({how}): {found}")
+
+
 class Stack:
     """The processes of one `up`, started in dependency order; `stop()` stops all of them."""
 
@@ -158,7 +184,7 @@ class Stack:
         ready replicas. StackError if nginx or the stack's redis-server exits."""
         while True:
             if self.redis is not None and not self.redis.running:
-                raise StackError(f"redis-server exited: {self.redis.log_tail(3)}")
+                raise redis_exited(self.redis)
             self.balancer.step()
             time.sleep(POLL_S)  # a polling period, not a wait for a condition
 

@@ -5,6 +5,7 @@ stopping the balancer leaves no nginx process. Real replicas: test_stack.py, tes
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -15,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,9 +25,10 @@ import pytest
 
 from counter_service.balancer import config
 from counter_service.balancer.config import MainOptions, replicas_conf, routing_file
-from counter_service.balancer.core import Balancer
+from counter_service.balancer.core import Balancer, Source
 from counter_service.balancer.nginx import Nginx, NginxError, find_nginx
-from counter_service.balancer.replicas import Replica
+from counter_service.balancer.replicas import Replica, ReplicaList
+from counter_service.balancer.rotation import Clock
 from counter_service.devtools.fleet import HOST, free_port
 from tests.stack import alive, children_of
 
@@ -51,13 +53,30 @@ class StandIn:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # for the websocket's 101
+
             def do_GET(self) -> None:
+                if self.path == "/ws":
+                    self.hold_websocket()
+                    return
                 ready = self.path != "/readyz" or stand_in.status == 200
                 body = json.dumps({"name": stand_in.name, "ready": ready}).encode()
                 self.send_response(stand_in.status if self.path == "/readyz" else 200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def hold_websocket(self) -> None:
+                """Switch protocols and hold the connection until the other side closes."""
+                self.send_response(101)
+                self.send_header("Upgrade", "websocket")
+                self.send_header("Connection", "Upgrade")
+                self.end_headers()
+                self.wfile.flush()
+                with contextlib.suppress(OSError):
+                    while self.rfile.read(1):
+                        pass
+                self.close_connection = True
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -123,29 +142,102 @@ def new_browsers(routed: Routed) -> set[str | None]:
     return {answer.served_by for answer in answers}
 
 
-@pytest.fixture
-def routed(tmp_path: Path) -> Iterator[Routed]:
-    stand_ins = {name: StandIn(name) for name in "abc"}
+@contextlib.contextmanager
+def routing(
+    tmp_path: Path,
+    not_ready: str = "",
+    source: Callable[[list[Replica]], Source] | None = None,
+    clock: Clock = time.monotonic,
+) -> Iterator[Routed]:
+    """nginx run by the balancer in front of stand-ins a, b and c, started with those in
+    `not_ready` answering 503; `source` makes the replica list from their replicas."""
+    stand_ins = {name: StandIn(name, 503 if name in not_ready else 200) for name in "abc"}
     port = free_port()
     directory, log = tmp_path / "nginx", tmp_path / "nginx.log"
     main = MainOptions(workers="1")
     nginx = Nginx(str(find_nginx()), directory, routing_file(), (HOST, port), main, log=log)
     replicas = [stand_in.replica for stand_in in stand_ins.values()]
     lines: list[str] = []
-    balancer = Balancer(nginx, lambda: replicas, lines.append)
+    listed = source(replicas) if source else lambda: replicas
+    balancer = Balancer(nginx, listed, lines.append, clock=clock)
     try:
         balancer.start()
-        routed = Routed(balancer, stand_ins, port, lines)
-        routed.settle()
-        yield routed
+        yield Routed(balancer, stand_ins, port, lines)
     finally:
         balancer.stop()
         for stand_in in stand_ins.values():
             stand_in.kill()
 
 
+@pytest.fixture
+def routed(tmp_path: Path) -> Iterator[Routed]:
+    with routing(tmp_path) as running:
+        running.settle()
+        yield running
+
+
 def test_new_browsers_spread_over_every_ready_replica_and_are_pinned_to_it(routed: Routed) -> None:
     assert new_browsers(routed) == {"a", "b", "c"}
+
+
+def test_from_the_start_a_replica_that_is_not_ready_gets_no_new_browsers(tmp_path: Path) -> None:
+    with routing(tmp_path, not_ready="b") as routed:
+        assert new_browsers(routed) == {"a", "c"}  # before any second poll
+        assert routed.lines[-1] == "nginx routes new sessions to replicas a,c"
+
+
+def by_name(replicas: list[Replica]) -> Source:
+    """The stand-ins as `--replicas localhost:PORT,...` names them."""
+    return ReplicaList([Replica("localhost", replica.port) for replica in replicas])
+
+
+def test_replicas_given_by_name_are_pinned_by_their_address(tmp_path: Path) -> None:
+    with routing(tmp_path, source=by_name) as routed:
+        first = get(routed.port)
+        assert first.status == 200
+        served = Replica(HOST, routed.stand_ins[str(first.served_by)].replica.port)
+        assert first.cookie == served.id
+        assert get(routed.port, cookie=first.cookie) == Answer(200, first.served_by, None)
+
+
+def open_websocket(port: int) -> socket.socket:
+    """A websocket through nginx (the handshake only), held open by the caller."""
+    sock = socket.create_connection((HOST, port), timeout=30)
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_flapping_replica_leaves_few_nginx_workers_behind(tmp_path: Path) -> None:
+    # The second audit: /readyz flipping every 0.5 s and a websocket opened every poll
+    # left 60 nginx workers (58 shutting down, each holding websockets) after 30 s.
+    clock = FakeClock()
+    with routing(tmp_path, clock=clock) as routed, contextlib.ExitStack() as held:
+        flapping = routed.stand_ins["b"]
+        for poll in range(40):  # 10 s of polls every 0.25 s, /readyz flipping every 0.5 s
+            held.enter_context(open_websocket(routed.port))
+            if poll % 2 == 0:
+                flapping.status = 503 if flapping.status == 200 else 200
+            clock.now += 0.25
+            routed.balancer.step()
+        # The generation that runs, and one per reload: out, back in, out and held.
+        assert len(routed.balancer.nginx.workers()) <= 4
+        assert any("flaps: back in rotation once ready for 5 s" in x for x in routed.lines)
 
 
 def test_a_pinned_browser_stays_and_is_not_told_again(routed: Routed) -> None:

@@ -6,6 +6,7 @@ nginx or its redis-server dying, a failed start) it leaves no process behind."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -39,6 +40,13 @@ pytestmark = [
 ]
 
 SPREAD_SESSIONS = 20  # all on one of two replicas by chance: about 2 in a million
+LOADTEST = [
+    *COMMAND[:-1],
+    "loadtest",
+    *("--sessions", str(SPREAD_SESSIONS), "--clickers", "2", "--rate", "10", "--duration", "1"),
+    "--no-progress",
+]
+LOADTEST_S = 120.0  # a correctness bound: the run bounds itself well within
 
 
 def start_up(*argv: str) -> Up:
@@ -150,6 +158,23 @@ async def test_a_frozen_replica_gets_no_new_sessions_until_it_answers_again(up: 
         os.kill(frozen.pid, signal.SIGCONT)
     await asyncio.to_thread(up.wait_for, rf"replica {frozen.number} ready", mark)
     await asyncio.to_thread(up.wait_for, r"nginx routes new sessions to replicas 1,2$", mark)
+
+
+def test_loadtest_through_up_reports_how_sessions_spread_over_the_replicas(
+    up: Up, tmp_path: Path
+) -> None:
+    redis_url = up.wait_for(r"redis pid=\d+ url=(\S+)")[1]
+    out = tmp_path / "result.json"
+    argv = [*LOADTEST, "--target", up.url, "--redis-url", redis_url, "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=LOADTEST_S, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["ok"], result["problems"]
+    replicas = result["replicas"]
+    assert set(replicas["sessions"]) == {replica.worker for replica in up.replicas()}
+    assert (sum(replicas["sessions"].values()), replicas["unknown"]) == (SPREAD_SESSIONS, 0)
+    # New browsers go to the replica with the fewest connections: about half each.
+    assert min(replicas["sessions"].values()) >= SPREAD_SESSIONS // 4
 
 
 def test_sigterm_stops_every_process_up_started(up: Up) -> None:

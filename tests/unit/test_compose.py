@@ -1,5 +1,6 @@
 """The deployment files, checked without Docker: docker-compose.yml, deploy/Dockerfile,
-.dockerignore and Prometheus' scrape config. What compose's balancer runs (the same code
+.dockerignore and Prometheus' scrape config (the Dockerfile's build stage is replayed for
+real in tests/e2e/test_image_build.py). What compose's balancer runs (the same code
 and routing file as `counter-service up`) is run for real in tests/unit/test_nginx.py,
 tests/e2e/test_routing.py and tests/e2e/test_balance.py."""
 
@@ -199,7 +200,9 @@ def test_the_app_image_installs_what_serve_needs_and_no_extra() -> None:
     installs = [run for run in instructions("RUN") if "pip install" in run]
     assert installs
     for run in installs:
-        assert "[" not in run, run  # no extras: plot (matplotlib), dev, bench stay out
+        # No extras: plot (matplotlib), dev, bench stay out.
+        assert not re.search(r"\.\[|optional-dependencies", run), run
+    assert any("['project']['dependencies']" in run for run in installs)
 
 
 def test_the_app_image_serves_on_all_interfaces_with_redis_from_the_environment() -> None:

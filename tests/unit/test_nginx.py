@@ -103,6 +103,36 @@ def test_every_path_of_nginx_is_inside_its_directory(tmp_path: Path) -> None:
     assert "access_log off;" in main_conf(tmp_path, routing_file(), MainOptions())
 
 
+def test_old_workers_carry_websockets_for_at_most_30_seconds_after_a_reload() -> None:
+    # A flapping replica piled up nginx workers shutting down for 10 minutes each.
+    text = main_conf(Path("/tmp/x"), routing_file(), MainOptions())
+    assert "\nworker_shutdown_timeout 30s;\n" in text
+
+
+NGINX_LOG = """\
+2026/12/02 00:48:55 [notice] 29829#29829: getrlimit(RLIMIT_NOFILE): 20000:20000
+2026/12/02 00:48:55 [emerg] 29829#29829: host not found in upstream "h:1"
+2026/12/02 00:48:55 [error] 29830#29830: *1 connect() failed (111: Connection refused)
+2026/12/02 00:48:55 [notice] 29829#29829: start worker process 29830
+"""
+
+
+def test_an_nginx_error_quotes_the_lines_that_say_why_and_no_notice(tmp_path: Path) -> None:
+    log = tmp_path / "nginx.log"
+    log.write_text(NGINX_LOG)
+    target = Nginx("nginx", tmp_path, routing_file(), ("127.0.0.1", 1), log=log)
+    assert str(target.error("nginx exited (status 1)")) == (
+        "nginx exited (status 1): 2026/12/02 00:48:55 [emerg] 29829#29829: host not found in"
+        ' upstream "h:1"'
+    )
+    log.write_text(NGINX_LOG.replace("[emerg]", "[notice]"))
+    assert str(target.error("nginx exited")) == (
+        "nginx exited: no [emerg], [alert] or [crit] line in its log"
+    )
+    # Without a log file of its own, nginx wrote to our stderr: the user has read it.
+    assert str(Nginx("nginx", tmp_path, routing_file(), ("127.0.0.1", 1)).error("x")) == "x"
+
+
 @pytest.mark.parametrize(("euid", "has_user"), [(0, True), (1000, False)])
 def test_as_root_the_workers_stay_the_current_user(
     monkeypatch: pytest.MonkeyPatch, euid: int, has_user: bool

@@ -21,8 +21,8 @@ from redis.exceptions import AuthenticationError
 from counter_service.balancer.foreground import one_line
 from counter_service.balancer.health import missing
 from counter_service.devtools import stack
-from counter_service.devtools.fleet import ServerProcess, free_port
-from counter_service.devtools.stack import StackError, check, readiness
+from counter_service.devtools.fleet import RedisProcess, ServerProcess, free_port
+from counter_service.devtools.stack import StackError, check, readiness, redis_exited
 from counter_service.flet import app
 
 
@@ -182,3 +182,47 @@ def test_readiness_of_a_replica_that_is_not_running(tmp_path: Path) -> None:
     replica.proc = subprocess.Popen(["true"])
     replica.proc.wait()
     assert readiness(replica).state == "exited (0)"
+
+
+REDIS_LOG = """\
+14035:C 02 Dec 2026 01:18:18.480 # oO0OoO0OoO0Oo Redis is starting oO0OoO0OoO0Oo
+14035:C 02 Dec 2026 01:18:18.480 # Configuration loaded
+14035:M 02 Dec 2026 01:18:18.481 # Server initialized
+14035:M 02 Dec 2026 01:18:18.481 * Ready to accept connections
+14035:M 02 Dec 2026 01:49:20.459 * Background AOF rewrite finished successfully
+"""
+
+
+def exited_redis(tmp_path: Path, log: str, argv: list[str]) -> RedisProcess:
+    """A RedisProcess whose process ran `argv` and ended, with `log` as its log."""
+    process = RedisProcess(tmp_path, port=free_port())
+    (tmp_path / f"{process.name}.log").write_text(log)
+    process.proc = subprocess.Popen(argv)
+    process.proc.wait()
+    return process
+
+
+def test_a_redis_server_that_was_killed_says_so_and_quotes_no_start_up_notice(
+    tmp_path: Path,
+) -> None:
+    process = exited_redis(tmp_path, REDIS_LOG, ["sh", "-c", "kill -9 $$"])
+    assert str(redis_exited(process)) == (
+        "redis-server exited (killed by SIGKILL): no warning or error in its log"
+    )
+
+
+def test_a_redis_server_that_stopped_quotes_what_it_said_since_it_was_ready(
+    tmp_path: Path,
+) -> None:
+    said = "14035:M 02 Dec 2026 01:50:00.366 # User requested shutdown..."
+    process = exited_redis(tmp_path, REDIS_LOG + said + "\n", ["sh", "-c", "exit 0"])
+    assert str(redis_exited(process)) == f"redis-server exited (status 0): {said}"
+
+
+def test_a_redis_server_that_never_got_ready_quotes_its_last_errors(tmp_path: Path) -> None:
+    log = REDIS_LOG.split("14035:M 02 Dec 2026 01:18:18.481 *")[0]
+    failed = "14035:M 02 Dec 2026 01:18:18.481 # Failed listening on port 1 (tcp), aborting."
+    process = exited_redis(tmp_path, log + failed + "\n", ["sh", "-c", "exit 1"])
+    message = str(redis_exited(process))
+    assert message.startswith("redis-server exited (status 1): ")
+    assert message.endswith(failed)
