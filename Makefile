@@ -8,17 +8,29 @@ PORT ?= 8550
 # Two cores here: one test worker per core keeps the end-to-end tests honest.
 TEST_WORKERS ?= 2
 
-.PHONY: all install run up test lint fmt typecheck loadtest bench bench-quick clean
+.PHONY: all install lock run up test lint fmt typecheck loadtest bench bench-quick clean
 
 all: lint test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench,plot]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench,plot]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Renew constraints.txt: the newest releases pyproject.toml accepts, in a scratch venv.
+# Run make lint test after it, and commit the file only if they pass.
+lock:
+	rm -rf $(VENV).lock
+	$(PYTHON) -m venv $(VENV).lock
+	$(VENV).lock/bin/python -m pip install --quiet --upgrade pip
+	$(VENV).lock/bin/python -m pip install --quiet -e '.[dev,bench,plot]'
+	{ sed -n '/^#/p' constraints.txt; \
+	  $(VENV).lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(VENV).lock
 
 run: install
 	$(BIN)/counter-service serve --host $(HOST) --port $(PORT)

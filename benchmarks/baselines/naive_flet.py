@@ -61,7 +61,7 @@ def build_main(redis_url: str) -> Any:
 
         async def on_disconnect(_e: Any) -> None:
             listener.cancel()
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
             await redis.aclose()
 
         page.on_route_change = on_route_change

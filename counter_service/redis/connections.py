@@ -14,9 +14,9 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from counter_service.pubsub.subscriber import PubSubConnection
 from counter_service.redis.shards import ShardPubSub
@@ -128,7 +128,7 @@ class ServerPubSub:
         await self._pubsub.ping()
 
     async def aclose(self) -> None:
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        await self._pubsub.aclose()
         await self._client.aclose()
 
 
@@ -187,7 +187,7 @@ class SentinelConnections:
         # whoever asked retries on its own.
         tls = {"ssl": True, **tls_options(settings, target)} if target.tls else {}
         sentinel_options = {"socket_connect_timeout": CONNECT_TIMEOUT_S, **_url_options(target)}
-        self._sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        self._sentinel = Sentinel(
             list(target.hosts),
             sentinel_kwargs={**sentinel_options, **tls, "retry": Retry(NoBackoff(), 0)},
             username=target.username,

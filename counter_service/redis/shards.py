@@ -108,7 +108,7 @@ class ShardPubSub:
         for shard in shards:
             if shard.reader is not None:
                 await cancel_and_wait(shard.reader)
-            await shard.pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await shard.pubsub.aclose()
             await shard.client.aclose()
         await self._cluster.aclose()
 
