@@ -22,6 +22,8 @@ DEFAULT_RECONCILE_S = 10.0
 DEFAULT_SESSION_TIMEOUT_S = 60
 DEFAULT_EVENTS_PER_S = 20.0
 DEFAULT_EVENT_BURST = 40
+DEFAULT_MAX_FRAMES_PER_S = 2000.0
+DEFAULT_FRAME_BURST = 4000
 DEFAULT_MAX_PENDING_INCREMENTS = 1000
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 DEFAULT_MAX_SEND_QUEUE_BYTES = 4 * 1024 * 1024
@@ -57,6 +59,8 @@ SOURCES: dict[str, Source] = {
     "session_timeout_s": Source("--session-timeout", "COUNTER_SESSION_TIMEOUT", int),
     "events_per_s": Source(None, "COUNTER_EVENTS_PER_S", float),
     "event_burst": Source(None, "COUNTER_EVENT_BURST", int),
+    "max_frames_per_s": Source(None, "COUNTER_MAX_FRAMES_PER_S", float),
+    "frame_burst": Source(None, "COUNTER_FRAME_BURST", int),
     "max_pending_increments": Source(None, "COUNTER_MAX_PENDING_INCREMENTS", int),
     "max_frame_bytes": Source(None, "COUNTER_MAX_FRAME_BYTES", int),
     "max_send_queue_bytes": Source(None, "COUNTER_MAX_SEND_QUEUE", int),
@@ -95,6 +99,12 @@ class Settings:
     """Sustained control events (clicks, ...) one session may send a second."""
     event_burst: int = DEFAULT_EVENT_BURST
     """Events one session may send at once after a quiet spell."""
+    max_frames_per_s: float = DEFAULT_MAX_FRAMES_PER_S
+    """Sustained websocket frames of any kind one client may send a second; a client
+    over it (beyond `frame_burst`) is disconnected as flooding."""
+    frame_burst: int = DEFAULT_FRAME_BURST
+    """Frames one client may send at once (a browser's seconds, arriving together after
+    the worker's event loop was held up)."""
     max_pending_increments: int = DEFAULT_MAX_PENDING_INCREMENTS
     """Increments a worker holds while Redis is busy; more are refused as busy."""
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
@@ -133,6 +143,8 @@ class Settings:
         _check_range("session_timeout_s", self.session_timeout_s, 1, 86_400)
         _check_range("events_per_s", self.events_per_s, 0.1, 10_000.0)
         _check_range("event_burst", self.event_burst, 1, 100_000)
+        _check_range("max_frames_per_s", self.max_frames_per_s, 1.0, 1_000_000.0)
+        _check_range("frame_burst", self.frame_burst, 1, 10_000_000)
         _check_range("max_pending_increments", self.max_pending_increments, 1, 1_000_000)
         _check_range("max_frame_bytes", self.max_frame_bytes, 4096, 16 * 1024 * 1024)
         _check_range("max_send_queue_bytes", self.max_send_queue_bytes, 65_536, 1024**3)

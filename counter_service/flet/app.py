@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse, Response
 
 from counter_service.flet.bridge import FletBridge
 from counter_service.flet.internals import (
-    detached,
     flet_asgi_app,
     flet_sessions,
     session_count,
@@ -71,7 +70,6 @@ def app(
         flet_asgi_app(session_main, **flet_options),
         service.presence,
         limits_of(settings),
-        before_reattach=lambda session_id: detached(session_id, REATTACH_WAIT_S),
     )
     service.metrics.watch_websockets(guard.stats)
 
@@ -113,11 +111,11 @@ def limits_of(settings: Settings) -> Limits:
         send_timeout_s=settings.send_timeout_s,
         events_per_s=settings.events_per_s,
         event_burst=settings.event_burst,
+        max_frames_per_s=settings.max_frames_per_s,
+        frame_burst=settings.frame_burst,
     )
 
 
-# How long a reconnecting browser waits for its old connection to let go of its session.
-REATTACH_WAIT_S = 2.0
 PING_RETRY_S = 0.2
 # How long readiness waits for a dropped subscription to come back before it reports
 # it down: reconnecting takes tens of milliseconds, and that is not an outage.

@@ -7,9 +7,15 @@ left, and after it each such frame logs a traceback (or, for an event, an asynci
 it (msgpack, Flet's extension types) and classified by its decoded action, never by
 its bytes; its body must have the fields Flet's protocol dataclass for that action
 declares, each of the type Flet uses it as. A frame that fails closes the connection
-with one warning line (counter_service.flet.websockets). Flet's dataclasses, their
-fields and the `MessageAction` values this relies on are pinned by
-tests/unit/test_flet_frames.py.
+with one warning line (counter_service.flet.websockets). Before the register message a
+client has nothing else to send, so anything else, an empty frame included, fails.
+
+Control events are told apart as continuous (`continuous`: what a device streams while
+one gesture lasts, such as scrolling, pointer moves, drags, a slider's value, typing)
+or discrete (a click, a submit, a toggle), for the guard's rate limits.
+
+Flet's dataclasses, their fields, the `MessageAction` values and the event names this
+relies on are pinned by tests/unit/test_flet_frames.py.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import MISSING, Field, fields
 from types import NoneType, UnionType
 from typing import Any, NamedTuple, Union, get_args, get_origin, get_type_hints
 
+import flet as ft
 import msgpack
 from flet.messaging.protocol import (
     ControlEventBody,
@@ -155,6 +162,8 @@ def check_frame(message: Mapping[str, Any], registered: bool, max_bytes: int) ->
     if len(data) > max_bytes:
         raise FrameTooLarge(f"a frame of {len(data)} bytes (the limit is {max_bytes})")
     if not data:
+        if not registered:
+            raise BadFrame("an empty frame before register")
         return Frame(DATA)  # Flet skips empty frames
     if data[0] == DATA_CHANNEL_FRAME and registered:
         return Frame(DATA)
@@ -189,3 +198,64 @@ def _check_body(action: int, body: Any, expected: Body) -> None:
     for name, value in body.items():
         if not expected.checks[name](value):
             raise BadFrame(f"a body for action {action} whose {name} is a {type(value).__name__}")
+
+
+CONTINUOUS_EVENTS = frozenset(
+    {
+        # The pointer moving over, across or along a control.
+        "hover",
+        "move",
+        "tap_move",
+        # Scrolling (Flet sends start, update, end and user events for every gesture).
+        "scroll",
+        # Drags, pans, pinches and swipes, while they last.
+        "pan_update",
+        "right_pan_update",
+        "horizontal_drag_update",
+        "vertical_drag_update",
+        "scale_update",
+        "interaction_update",
+        "force_press_update",
+        "long_press_move_update",
+        "secondary_long_press_move_update",
+        "tertiary_long_press_move_update",
+        "update",
+        # The window, or a control, changing size.
+        "resize",
+        "size_change",
+        "media_change",
+        # Typing, and a key held down.
+        "keyboard_event",
+        "key_down",
+        "key_up",
+        "key_repeat",
+        "text_change",
+        "selection_change",
+        # Device sensors.
+        "reading",
+    }
+)
+"""Control events a device streams at its own rate while one gesture lasts, on any
+control, by Flet 1.0.5's names (`on_<name>`)."""
+
+STREAMED_CHANGES: tuple[type, ...] = (
+    ft.Slider,
+    ft.RangeSlider,
+    ft.CupertinoSlider,
+    ft.TextField,  # CupertinoTextField too
+    ft.SearchBar,
+    ft.AutoComplete,
+    ft.CupertinoPicker,
+    ft.CupertinoDatePicker,
+    ft.CupertinoTimerPicker,
+)
+"""Controls whose `change` event is streamed too: while a thumb is dragged, a wheel spun,
+or text typed. A `change` of any other control (a checkbox, a dropdown) is discrete."""
+
+
+def continuous(name: str, control: Callable[[], object]) -> bool:
+    """True if control event `name` is one a device streams while a gesture lasts;
+    `control()` is the event's target control (None if unknown), asked for `change` only."""
+    if name in CONTINUOUS_EVENTS:
+        return True
+    return name == "change" and isinstance(control(), STREAMED_CHANGES)

@@ -20,23 +20,28 @@ loudly if a Flet upgrade changes what it relies on:
    which belongs to the app; the library hears it from Flet's session manager instead.
 6. `session_count`: how many sessions Flet's session manager holds, live or departed
    and not yet expired: what a worker's memory grows with.
-7. `detached`: Flet re-attaches a reconnect only to a session already detached from its
-   old connection; the guard lets a reconnect wait (briefly) for that.
-8. `guard_connection` / `current_session` / `end_session` / `has_control`: what the
-   websocket guard (counter_service.flet.websockets) needs of the Flet connection it
-   wraps: FletApp's send queue, unbounded in Flet, is bounded per websocket
-   (`SendQueue`); props a client sends that Flet cannot apply are reported to the
-   guard instead of ending Flet's receive loop with a traceback; the session of the
-   connection is found, and ended at once when the guard refused its client.
+7. Re-attaching: Flet re-attaches a reconnect only to a session already detached from
+   its old connection, which FletApp's handler does once its receive loop ended; the
+   websocket guard lets a reconnect wait (briefly) for the old connection's handler to
+   return (no touch here: the guard tracks its own connections).
+8. `guard_connection` / `current_session` / `end_session` / `has_control` /
+   `control_of`: what the websocket guard (counter_service.flet.websockets) needs of
+   the Flet connection it wraps: FletApp's send queue, unbounded in Flet, is bounded
+   per websocket (`SendQueue`); props a client sends that Flet cannot apply, and event
+   data Flet cannot build its event object from, are reported to the guard instead of
+   ending in a traceback; the session of the connection is found, and ended at once
+   when the guard refused its client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -50,6 +55,7 @@ from typing import Any
 import flet as ft
 import flet_web.fastapi as flet_fastapi
 from flet.controls import base_control
+from flet.controls.base_control import BaseControl
 from flet.messaging.protocol import Message, MessageAction
 from flet.messaging.session import Session
 from flet.pubsub.pubsub_client import PubSubClient
@@ -327,25 +333,6 @@ def hub_of(page: ft.Page) -> PubSubHub:
     return hub
 
 
-async def detached(session_id: str, timeout_s: float) -> None:
-    """Wait, at most `timeout_s`, until Flet's session `session_id` (if it has one) is
-    no longer attached to a connection.
-
-    Flet re-attaches a reconnecting browser to its session only if the session is
-    detached when the register message arrives; a reconnect that overtakes the old
-    connection's disconnect (it goes through a proxy, or the browser retries at once)
-    would otherwise get a brand-new session."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    # Flet signals no detach: polled, for at most timeout_s.
-    while _attached(session_id) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-
-
-def _attached(session_id: str) -> bool:
-    sessions = app_manager._FletAppManager__sessions.values()
-    return any(s.id == session_id and s.connection is not None for s in sessions)
-
-
 def session_count() -> int:
     """Sessions Flet holds in this process (live, and departed until they expire)."""
     return len(app_manager._FletAppManager__sessions)
@@ -443,6 +430,10 @@ async def flet_sessions() -> AsyncIterator[None]:
 FRAME_COST = 64
 
 
+def _reraise(name: str, error: Exception) -> None:
+    raise error
+
+
 @dataclass(eq=False)
 class ConnectionHooks:
     """What the websocket guard asks of the Flet connection behind one websocket (see
@@ -450,12 +441,19 @@ class ConnectionHooks:
     Flet cannot serve."""
 
     max_send_bytes: int
-    """Bytes (payload plus `FRAME_COST` each) that may wait in its send queue."""
+    """Bytes (payload plus `FRAME_COST` each) that may wait in its send queue at once."""
     on_send_overflow: Callable[[int, int], None]
     """Called once, as `(frames, bytes)`, when a frame would take the queue past it."""
     on_bad_patch: Callable[[Exception], None]
     """Called with what Flet raised applying props the client sent (a value of the
     wrong kind for its property, a name that is not one)."""
+    on_bad_event: Callable[[str, Exception], None] = _reraise
+    """Called as `(event name, error)` instead of running an event whose object Flet
+    could not build from the client's data (a field missing, an enum value that is
+    not one); the default raises, as Flet would."""
+    lasting_send_bytes: int | None = None
+    """Bytes that may wait for a while: the queue notes when it went over
+    (`SendQueue.over_since`) for the guard to judge. None: `max_send_bytes`."""
     send_queue: SendQueue | None = None
     """The queue, once Flet made it."""
 
@@ -471,16 +469,22 @@ class SendQueue(asyncio.Queue[bytes | None]):
     """FletApp's queue of frames for one websocket, bounded: a frame that would take
     what waits past `hooks.max_send_bytes` (a frame alone in the queue always fits)
     discards the queue, and every frame after it, and calls `hooks.on_send_overflow`.
-    None, the end of Flet's send loop, still goes through."""
+    None, the end of Flet's send loop, still goes through. `over_since` is when what
+    waits last went over `hooks.lasting_send_bytes` (None while it is not)."""
 
     def __init__(self, hooks: ConnectionHooks) -> None:
         self._hooks = hooks
+        self._lasting = hooks.max_send_bytes
+        if hooks.lasting_send_bytes is not None:
+            self._lasting = hooks.lasting_send_bytes
         super().__init__()
 
     def _init(self, maxsize: int) -> None:
         self._queue: deque[bytes | None] = deque()
         self.queued_bytes = 0
         self.overflowed = False
+        self.over_since: float | None = None
+        """`time.monotonic()` when the queue went over `hooks.lasting_send_bytes`."""
 
     def _put(self, item: bytes | None) -> None:
         if item is None:
@@ -494,17 +498,22 @@ class SendQueue(asyncio.Queue[bytes | None]):
             return
         self.queued_bytes += cost
         self._queue.append(item)
+        if self.over_since is None and self.queued_bytes > self._lasting:
+            self.over_since = time.monotonic()
 
     def _get(self) -> bytes | None:
         item = self._queue.popleft()
         if item is not None:
             self.queued_bytes -= len(item) + FRAME_COST
+            if self.queued_bytes <= self._lasting:
+                self.over_since = None
         return item
 
     def _overflow(self, frames: int, queued: int) -> None:
         self.overflowed = True
         self._queue = deque(item for item in self._queue if item is None)
         self.queued_bytes = 0
+        self.over_since = None
         self._hooks.on_send_overflow(frames, queued)
 
 
@@ -517,6 +526,7 @@ def guard_connection(hooks: ConnectionHooks) -> Iterator[None]:
     task is started inside this block (a task copies the context it starts in)."""
     _install_send_queues()
     _install_patch_guard()
+    _install_event_guard()
     token = _hooks.set(hooks)
     try:
         yield
@@ -569,6 +579,50 @@ def _install_patch_guard() -> None:
     Session.apply_patch = apply_patch  # type: ignore[method-assign]  # see guard_connection
 
 
+class _BadEventData(Exception):
+    """Flet could not build an event's object from the data the client sent."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _install_event_guard() -> None:
+    # BaseControl._trigger_event builds the event object with base_control's global
+    # `from_dict`, inside the handler's try in Session.dispatch_event (which logs a
+    # traceback and crashes the session): the build is wrapped to mark its failure,
+    # and the trigger to hand that failure to the guard instead.
+    original_build = _EVENTS.from_dict
+    if getattr(original_build, "_counter_service_guard", False):
+        return
+    original_trigger = BaseControl._trigger_event
+
+    @functools.wraps(original_build)
+    def from_dict(cls: Any, data: Any) -> Any:
+        if _hooks.get() is None:
+            return original_build(cls, data)
+        if not isinstance(data.get("control"), BaseControl):
+            raise _BadEventData(TypeError("event data that replaces its control"))
+        try:
+            return original_build(cls, data)
+        except Exception as exc:
+            raise _BadEventData(exc) from exc
+
+    @functools.wraps(original_trigger)
+    async def trigger_event(self: BaseControl, event_name: str, *args: Any, **kw: Any) -> None:
+        try:
+            await original_trigger(self, event_name, *args, **kw)
+        except _BadEventData as bad:
+            hooks = _hooks.get()
+            if hooks is None:
+                raise bad.error from None
+            hooks.on_bad_event(event_name, bad.error)
+
+    from_dict._counter_service_guard = True  # type: ignore[attr-defined]  # marks it as ours
+    _EVENTS.from_dict = from_dict
+    BaseControl._trigger_event = trigger_event  # type: ignore[method-assign]  # see guard_connection
+
+
 def current_session() -> Session | None:
     """The session whose websocket handler runs the caller, once its register message
     went through (Flet sets the page context in its handler then)."""
@@ -582,6 +636,12 @@ def has_control(session: Session, control_id: int) -> bool:
     """True if `session` still holds a control with id `control_id` (Flet raises on a
     method result for any other; a page may remove a control while a call is out)."""
     return control_id in session.index
+
+
+def control_of(session: Session, control_id: int) -> object | None:
+    """The control of `session` with id `control_id`, if it has one."""
+    control: object | None = session.index.get(control_id)
+    return control
 
 
 _ended: weakref.WeakSet[Session] = weakref.WeakSet()

@@ -8,13 +8,19 @@ Flet 1.0.5's websocket handler trusts its client, and has holes this closes:
   running after the client left is cancelled (at once if the client never registered,
   after `grace_s` otherwise);
 - nothing bounds a client that never registers, never reads, floods frames or sends
-  huge ones: each has a limit in `Limits`. Control events over the session's rate are
-  dropped (the page is told); other frames (prop updates, method results, data-channel
-  frames) are passed on, since dropping them would leave the browser and the server
-  disagreeing about the page, and a client sending far more frames of any kind than a
-  person could is disconnected;
+  huge ones: each has a limit in `Limits`. Discrete control events (clicks, submits...)
+  over the session's rate are dropped (the page is told); continuous ones (what a
+  device streams while a gesture lasts: scrolling, pointer moves, drags, a slider,
+  typing; counter_service.flet.frames.continuous) and other frames (prop updates,
+  method results, data-channel frames) are passed on, since a browser sends them far
+  faster than a person clicks and dropping them would leave the browser and the server
+  disagreeing about the page; a client sending frames of any kind, from its first one,
+  far faster than a browser does is disconnected;
 - Flet's send queue per connection is unbounded: it is bounded here in bytes
-  (counter_service.flet.internals.SendQueue), and a client that lets it fill is dropped;
+  (counter_service.flet.internals.SendQueue), and a client that lets it stay full, or
+  overflow it at once, is dropped;
+- a reconnect that overtakes its old connection's end would get a new session: its
+  register message waits (briefly) for the old connection's handler to let go;
 - a client refused for any of these has its Flet session ended at once, so it cannot
   re-attach to it and its memory is freed; a client that just left keeps its session
   for Flet's session timeout, so a reconnect finds it;
@@ -38,6 +44,7 @@ from typing import Any, Protocol
 from flet.messaging.session import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from counter_service import settings
 from counter_service.flet import internals
 from counter_service.flet.frames import (
     EVENT,
@@ -47,6 +54,7 @@ from counter_service.flet.frames import (
     Frame,
     FrameTooLarge,
     check_frame,
+    continuous,
 )
 from counter_service.logs import SummarizedWarnings
 
@@ -60,11 +68,9 @@ POLICY_VIOLATION = 1008
 UNSUPPORTED_DATA = 1003
 MESSAGE_TOO_BIG = 1009
 _CLOSE_SEND_S = 1.0
-# A client that sends more frames within a second than this many times its event rate
-# (and at least FLOOD_MIN), of whatever kind, is a machine flooding the worker: it is
-# disconnected. A person typing fast sends a few dozen.
-FLOOD_FACTOR = 10
-FLOOD_MIN = 100
+# What may wait to be sent to a client at any moment, as a multiple of what may wait
+# for long (`Limits.max_send_queue_bytes`): room for a burst, memory still bounded.
+SEND_BURST_FACTOR = 16
 # How long a disconnect waits for the session's main() to finish (WebsocketLife.settled).
 _MAIN_SETTLE_S = 2.0
 REGISTERED = "registered"
@@ -75,16 +81,27 @@ UNREGISTERED = "unregistered"
 class Limits:
     """What one websocket client may do; see the settings of the same names."""
 
-    max_frame_bytes: int = 1024 * 1024
-    register_timeout_s: float = 10.0
-    send_timeout_s: float = 10.0
-    events_per_s: float = 20.0
-    event_burst: int = 40
-    max_send_queue_bytes: int = 4 * 1024 * 1024
+    max_frame_bytes: int = settings.DEFAULT_MAX_FRAME_BYTES
+    register_timeout_s: float = settings.DEFAULT_REGISTER_TIMEOUT_S
+    send_timeout_s: float = settings.DEFAULT_SEND_TIMEOUT_S
+    events_per_s: float = settings.DEFAULT_EVENTS_PER_S
+    event_burst: int = settings.DEFAULT_EVENT_BURST
+    max_send_queue_bytes: int = settings.DEFAULT_MAX_SEND_QUEUE_BYTES
     """Bytes of frames that may wait for the client to read them (a frame alone always
-    may); more, and it is dropped as not reading."""
+    may): more for over `send_timeout_s`, or `SEND_BURST_FACTOR` times as much at
+    once, and it is dropped as not reading."""
+    max_frames_per_s: float = settings.DEFAULT_MAX_FRAMES_PER_S
+    """Frames of any kind a client may send a second, sustained, with `frame_burst` at
+    once; more, and it is disconnected as flooding."""
+    frame_burst: int = settings.DEFAULT_FRAME_BURST
+    """Frames a client may send at once: what a browser sends in seconds, which arrive
+    together when the worker's event loop was held up."""
     grace_s: float = 10.0
     """How long a registered session's handler may run on after its client left."""
+    reattach_wait_s: float = 2.0
+    """How long a reconnect waits for its old connection to let go of its session."""
+    max_reattach_waits: int = 100
+    """Reconnects that may wait so at once per worker; more go on without waiting."""
 
 
 class ConnectionCounter(Protocol):
@@ -232,19 +249,22 @@ class _Connection:
         self.close_sent = False
         self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.hooks = internals.ConnectionHooks(
-            self._limits.max_send_queue_bytes, self._sends_overflowed, self._bad_props
+            SEND_BURST_FACTOR * self._limits.max_send_queue_bytes,
+            self._sends_overflowed,
+            self._bad_props,
+            on_bad_event=self._bad_event,
+            lasting_send_bytes=self._limits.max_send_queue_bytes,
         )
         self._bucket = TokenBucket(self._limits.events_per_s, self._limits.event_burst)
+        self._frames = TokenBucket(self._limits.max_frames_per_s, self._limits.frame_burst)
         self._register_timer: asyncio.TimerHandle | None = None
-        self._loop = asyncio.get_running_loop()
         self._receiver: asyncio.Task[Any] | None = None
         self._interrupted = False
+        self.app: asyncio.Future[Any] | None = None
+        """Flet's handler of this websocket, once it runs."""
         self._sender: asyncio.Task[Any] | None = None
         self._sending_since: float | None = None
         self._send_cancelled = False
-        self._flood_window = -1.0
-        self._flood_count = 0
-        self._flood_limit = max(FLOOD_MIN, int(FLOOD_FACTOR * self._limits.events_per_s))
 
     @property
     def state(self) -> str:
@@ -274,6 +294,8 @@ class _Connection:
         if self.registered and not self._looked_for_session:
             self._looked_for_session = True
             self.session = internals.current_session()
+            if self.session is not None:
+                self._guard.hold(self.session.id, self)
 
     async def _next_message(self) -> Message | None:
         """The client's next message; None if `_interrupt` ended the wait."""
@@ -309,9 +331,8 @@ class _Connection:
 
     def _admit(self, message: Message) -> Frame | None:
         """The frame to hand to Flet; None to drop it (refused, throttled or moot)."""
-        if self.registered and self._flooding():
-            limit = self._flood_limit
-            self.refuse("flooding", f"sent over {limit} frames a second", POLICY_VIOLATION)
+        if not self._frames.take():
+            self._flooded()
             return None
         try:
             frame = check_frame(message, self.registered, self._limits.max_frame_bytes)
@@ -319,20 +340,27 @@ class _Connection:
             code = MESSAGE_TOO_BIG if isinstance(exc, FrameTooLarge) else UNSUPPORTED_DATA
             self.refuse("bad frame", f"sent {exc}", code)
             return None
-        if frame.action == EVENT and not self._bucket.take():
+        if frame.action == EVENT and not self._streamed(frame) and not self._bucket.take():
             self._throttle()
             return None
         if frame.action == METHOD_RESULT and not self._holds_control(frame):
             return None  # Flet would raise and stop reading; the result has no taker
         return frame
 
-    def _flooding(self) -> bool:
-        """Count one frame; True once more than the flood limit came within a second."""
-        now = self._loop.time()
-        if now - self._flood_window >= 1.0:
-            self._flood_window, self._flood_count = now, 0
-        self._flood_count += 1
-        return self._flood_count > self._flood_limit
+    def _flooded(self) -> None:
+        rate, burst = self._limits.max_frames_per_s, self._limits.frame_burst
+        detail = f"sent frames faster than {rate:.0f} a second ({burst} at once)"
+        self.refuse("flooding", detail, POLICY_VIOLATION)
+
+    def _streamed(self, frame: Frame) -> bool:
+        """True for a continuous event, which only the frame limit bounds."""
+        body = frame.body
+        assert body is not None  # an event always has one
+        return continuous(body["name"], lambda: self._control(body))
+
+    def _control(self, body: dict[str, Any]) -> object | None:
+        session = self.session
+        return None if session is None else internals.control_of(session, body["target"])
 
     def _throttle(self) -> None:
         """Refuse one event, and tell the page (at most once a second)."""
@@ -345,8 +373,8 @@ class _Connection:
         return session is None or internals.has_control(session, frame.body["control_id"])
 
     async def _register(self, frame: Frame) -> None:
-        if frame.session_id is not None and self._guard.before_reattach is not None:
-            await self._guard.before_reattach(frame.session_id)
+        if frame.session_id is not None:
+            await self._guard.let_go(frame.session_id)
         self._registered()
 
     async def send(self, message: Message) -> None:
@@ -355,7 +383,7 @@ class _Connection:
         if message["type"] == "websocket.close":
             self.close_sent = True
         task = self._sender = asyncio.current_task()
-        self._sending_since = self._loop.time()
+        self._sending_since = time.monotonic()
         try:
             await self._send(message)
         except asyncio.CancelledError:
@@ -370,10 +398,19 @@ class _Connection:
 
     def check_send(self, now: float) -> None:
         """Drop the client if a send to it has not returned for `send_timeout_s` (it
-        stopped reading and its buffers are full)."""
+        stopped reading and its buffers are full), or if more than
+        `max_send_queue_bytes` waited for it all that time (it reads too slowly);
+        `now` is `time.monotonic()`."""
+        timeout = self._limits.send_timeout_s
         since = self._sending_since
-        if since is not None and now - since > self._limits.send_timeout_s:
+        if since is not None and now - since > timeout:
             self.refuse("not reading", "stopped reading", POLICY_VIOLATION)
+            self._cancel_send()
+            return
+        queue = self.hooks.send_queue
+        if queue is not None and queue.over_since is not None and now - queue.over_since > timeout:
+            detail = f"left {queue.qsize()} frames ({queue.queued_bytes} bytes) unread"
+            self.refuse("not reading", f"{detail} for over {timeout:g}s", POLICY_VIOLATION)
             self._cancel_send()
 
     def _sends_overflowed(self, frames: int, queued: int) -> None:
@@ -389,6 +426,14 @@ class _Connection:
     def _bad_props(self, error: Exception) -> None:
         detail = f"sent props Flet cannot apply ({type(error).__name__}: {error!s:.80})"
         self.refuse("bad frame", detail, UNSUPPORTED_DATA)
+
+    def _bad_event(self, name: str, error: Exception) -> None:
+        problem = f"{type(error).__name__}: {error!s:.80}"
+        self.refuse(
+            "bad frame",
+            f"sent {name!r:.40} event data Flet cannot use ({problem})",
+            UNSUPPORTED_DATA,
+        )
 
     def _registered(self) -> None:
         self.registered = True
@@ -446,21 +491,16 @@ class _Connection:
 class WebsocketGuard:
     """Checks, bounds and counts every websocket of the app it wraps (module doc)."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        counter: ConnectionCounter,
-        limits: Limits | None = None,
-        before_reattach: Callable[[str], Awaitable[None]] | None = None,
-    ):
+    def __init__(self, app: ASGIApp, counter: ConnectionCounter, limits: Limits | None = None):
         self.app = app
         self.counter = counter
         self.limits = limits or Limits()
-        self.before_reattach = before_reattach
-        """Awaited before a register message that asks for an existing session goes on."""
         self.stats = WebsocketStats()
         self._connections: set[_Connection] = set()
         self._watchdog: asyncio.Task[None] | None = None
+        self._holders: dict[str, _Connection] = {}
+        """The connection each Flet session (by id) was last attached to, while it runs."""
+        self._reattach_waits = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -475,11 +515,38 @@ class WebsocketGuard:
                 await self._run(scope, connection)
         finally:
             _current.reset(token)
+            self._release(connection)
             connection.leave()
             self.stats.moved(connection.state, None)
             await connection.send_close()
             await life.close()
             await connection.end_session()
+
+    def hold(self, session_id: str, connection: _Connection) -> None:
+        """`connection` is the one Flet session `session_id` is attached to now."""
+        self._holders[session_id] = connection
+
+    def _release(self, connection: _Connection) -> None:
+        session = connection.session
+        if session is not None and self._holders.get(session.id) is connection:
+            del self._holders[session.id]
+
+    async def let_go(self, session_id: str) -> None:
+        """Wait, at most `reattach_wait_s`, until the connection that holds Flet session
+        `session_id` (if any) ended: Flet re-attaches a reconnect only to a session its
+        old connection let go of, and gives it a new session otherwise (a reconnect that
+        overtook the old connection's end, through a proxy or at once). At most
+        `max_reattach_waits` wait at a time: any client may name any session it knows."""
+        holder = self._holders.get(session_id)
+        if holder is None or holder.app is None:
+            return
+        if self._reattach_waits >= self.limits.max_reattach_waits:
+            return
+        self._reattach_waits += 1
+        try:
+            await asyncio.wait({holder.app}, timeout=self.limits.reattach_wait_s)
+        finally:
+            self._reattach_waits -= 1
 
     def _watch(self, connection: _Connection) -> None:
         self._connections.add(connection)
@@ -489,15 +556,16 @@ class WebsocketGuard:
     async def _watch_sends(self) -> None:
         """One watchdog for every connection (not a task each: memory per session);
         it ends with the last connection and starts again with the next."""
-        loop = asyncio.get_running_loop()
         while self._connections:
             await asyncio.sleep(self.limits.send_timeout_s / 4)
-            now = loop.time()
+            now = time.monotonic()
             for connection in tuple(self._connections):
                 connection.check_send(now)
 
     async def _run(self, scope: Scope, connection: _Connection) -> None:
-        app = asyncio.ensure_future(self.app(scope, connection.receive, connection.send))
+        app = connection.app = asyncio.ensure_future(
+            self.app(scope, connection.receive, connection.send)
+        )
         self._watch(connection)
         try:
             await asyncio.wait({app, connection.gone}, return_when=asyncio.FIRST_COMPLETED)

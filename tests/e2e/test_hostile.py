@@ -31,11 +31,14 @@ ENV = {
     "COUNTER_SEND_TIMEOUT": "1",
     "COUNTER_EVENTS_PER_S": "5",
     "COUNTER_EVENT_BURST": "10",
+    "COUNTER_MAX_FRAMES_PER_S": "50",
+    "COUNTER_FRAME_BURST": "100",
     "COUNTER_MAX_FRAME_BYTES": "65536",
     "COUNTER_SESSION_TIMEOUT": str(SESSION_TIMEOUT_S),
     "COUNTER_PRESENCE_TTL": "60",
 }
-BURST, RATE, FLOOD_LIMIT = 10, 5, 100  # the flood limit: max(100, 10 x 5) frames a second
+BURST, RATE = 10, 5  # events
+FLOOD_LIMIT = 100  # frames of any kind at once (then 50 a second): the frame burst
 REGISTER = b"\x00" + msgpack.packb(
     [1, {"session_id": None, "page_name": "", "page": {"route": "/", "web": True}}]
 )
@@ -361,9 +364,9 @@ async def send_growing_logs(reader: HeadlessSession, messages: int, size: int) -
 
 
 async def test_a_slow_reader_is_dropped_and_others_carry_on(tmp_path: Path) -> None:
-    # Sends never block for long (the client reads), so only the send queue's bound
-    # can drop it: the send timeout is far away.
-    env = {"COUNTER_SEND_TIMEOUT": "600", "COUNTER_MAX_MESSAGE_BYTES": str(1 << 20)}
+    # The client reads, two frames a second: far behind what the page sends, so more
+    # than COUNTER_MAX_SEND_QUEUE waits for it for longer than COUNTER_SEND_TIMEOUT.
+    env = {"COUNTER_SEND_TIMEOUT": "2", "COUNTER_MAX_MESSAGE_BYTES": str(1 << 20)}
     with Fleet(1, log_dir=tmp_path, server_env=env, app=PUBSUB_APP) as fleet:
         server = fleet.servers[0]
         reader = await pubsub_session(server)
@@ -422,3 +425,26 @@ async def test_departed_sessions_expire_and_free_their_pages(tmp_path: Path) -> 
         await eventually(lambda: metrics(server)["pages"] == 0, WAIT_S, "pages parked")
         # A 1 s session timeout, then Flet's eviction sweep (every 10 s).
         await eventually(lambda: metrics(server)["flet_sessions"] == baseline, WAIT_S, "expired")
+
+
+GALLERY_APP = "tests.e2e.apps.gallery_app:app"
+
+
+async def test_a_burst_over_the_send_queue_bound_read_in_time_is_delivered_whole(
+    tmp_path: Path,
+) -> None:
+    # One click queues 20 pictures of 250 KB, 5 MB in all, before the first is sent: over
+    # COUNTER_MAX_SEND_QUEUE (4 MiB by default) at once, as a gallery page may. A client
+    # that reads them in time is served, not dropped as not reading.
+    with Fleet(1, log_dir=tmp_path, app=GALLERY_APP) as fleet:
+        server = fleet.servers[0]
+        session = await HeadlessSession.connect(server.url)
+        try:
+            await session.wait_for(lambda s: s.value("shown") == "0", WAIT_S)
+            await session.trigger("load", "click")
+            await session.wait_for(lambda s: s.value("shown") == "20", WAIT_S)
+            assert not session.closed
+            assert refused(server) == {}
+        finally:
+            await session.close()
+        no_traceback(server)

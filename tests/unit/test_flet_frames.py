@@ -2,12 +2,15 @@
 decodes it and classified by its decoded action; bodies checked field by field. The
 guard tests at the top fail loudly if a Flet upgrade changes the protocol they mirror."""
 
+import dataclasses
 import inspect
 from dataclasses import MISSING, fields
 from typing import Any, get_type_hints
 
+import flet as ft
 import msgpack
 import pytest
+from flet.controls.base_control import BaseControl
 from flet.messaging.protocol import (
     ControlEventBody,
     InvokeMethodResponseBody,
@@ -20,15 +23,18 @@ from flet_web.fastapi.flet_app import FletApp
 from counter_service.flet.frames import (
     AS_USED,
     CLIENT_BODIES,
+    CONTINUOUS_EVENTS,
     DATA,
     EVENT,
     METHOD_RESULT,
     PROPS,
     REGISTER,
+    STREAMED_CHANGES,
     BadFrame,
     FrameTooLarge,
     check_for,
     check_frame,
+    continuous,
 )
 
 # Flet's protocol, as this module was written against (Flet 1.0.5).
@@ -209,8 +215,57 @@ def test_data_channel_and_empty_frames_pass_only_after_register() -> None:
     assert check_frame({"bytes": b""}, registered=True, max_bytes=1000).action == DATA
     with pytest.raises(BadFrame):
         check_frame(data_frame, registered=False, max_bytes=1000)
+    with pytest.raises(BadFrame, match="empty frame before register"):
+        check_frame({"bytes": b""}, registered=False, max_bytes=1000)
 
 
 def test_a_frame_over_the_limit_is_too_large_before_it_is_decoded() -> None:
     with pytest.raises(FrameTooLarge):
         check_frame({"bytes": b"\x00" + b"\xc1" * 2000}, registered=True, max_bytes=1000)
+
+
+# Continuous and discrete events, by Flet 1.0.5's event names.
+
+
+def flet_event_names() -> set[str]:
+    """Every `on_<name>` event of every control Flet exports."""
+    names: set[str] = set()
+    for exported in dir(ft):
+        control = getattr(ft, exported, None)
+        is_control = isinstance(control, type) and issubclass(control, BaseControl)
+        if is_control and dataclasses.is_dataclass(control):
+            names |= {f.name[3:] for f in fields(control) if f.name.startswith("on_")}
+    return names
+
+
+def test_every_continuous_event_is_one_flet_still_names_so() -> None:
+    assert flet_event_names() >= CONTINUOUS_EVENTS
+
+
+def test_every_update_flet_streams_during_a_gesture_is_continuous() -> None:
+    # A new one in a Flet upgrade fails here: decide which kind it is.
+    updates = {name for name in flet_event_names() if name.endswith("_update")}
+    assert updates <= CONTINUOUS_EVENTS
+    assert len(updates) >= 10
+
+
+@pytest.mark.parametrize("control", STREAMED_CHANGES, ids=lambda c: c.__name__)
+def test_every_control_whose_change_is_streamed_has_a_change_event(control: type) -> None:
+    assert "on_change" in {f.name for f in fields(control)}
+
+
+def test_scrolls_moves_drags_resizes_and_typing_are_continuous() -> None:
+    def unasked() -> object:
+        raise AssertionError("the control matters only for a change")
+
+    for name in ("scroll", "hover", "pan_update", "resize", "keyboard_event", "selection_change"):
+        assert continuous(name, unasked), name
+    for name in ("click", "submit", "tap", "long_press", "change_end", "route_change", "dismiss"):
+        assert not continuous(name, unasked), name
+
+
+def test_a_change_is_continuous_for_sliders_pickers_and_text_fields_only() -> None:
+    for control in (ft.Slider(), ft.RangeSlider(0, 1), ft.TextField(), ft.CupertinoTextField()):
+        assert continuous("change", lambda c=control: c), type(control).__name__
+    for control in (ft.Checkbox(), ft.Switch(), ft.Dropdown(), None):
+        assert not continuous("change", lambda c=control: c), type(control).__name__

@@ -331,23 +331,6 @@ def test_flet_reattaches_only_a_detached_session() -> None:
     assert "if candidate is not None and candidate.connection is None:" in source
 
 
-async def test_detached_waits_until_the_old_connection_lets_go() -> None:
-    session = SimpleNamespace(id="reattach", connection=object())
-    await app_manager.add_session("page-reattach", session)
-    try:
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.05, setattr, session, "connection", None)
-        started = loop.time()
-        await internals.detached("reattach", timeout_s=5)
-        assert session.connection is None
-        assert loop.time() - started < 5
-        session.connection = object()
-        await internals.detached("reattach", timeout_s=0.05)  # gives up: a second tab
-        await internals.detached("no such session", timeout_s=5)  # nothing to wait for
-    finally:
-        app_manager._FletAppManager__sessions.pop("page-reattach", None)  # type: ignore[attr-defined]  # test cleanup
-
-
 async def test_the_hub_says_when_a_topic_gets_its_first_and_loses_its_last_subscriber() -> None:
     heard: list[tuple[str, bool]] = []
     published = Published()
@@ -618,3 +601,99 @@ async def test_an_ended_session_is_gone_from_flets_table_at_once(departed: bool)
     finally:
         app_manager._FletAppManager__sessions.pop("page-ended", None)  # type: ignore[attr-defined]  # test cleanup
     assert list(inspect.signature(app_manager.delete_session).parameters) == ["session_id"]
+
+
+# 7 and 8, after the second audit: re-attaching, lasting send queues, event data
+
+
+def test_flets_handler_detaches_its_session_once_its_receive_loop_ended() -> None:
+    # What the guard's re-attach wait (WebsocketGuard.let_go) waits for: the old
+    # connection's handler returning.
+    handle = inspect.getsource(FletApp.handle)
+    assert handle.index("await self.__receive_loop()") < handle.index(
+        "await app_manager.disconnect_session("
+    )
+    assert "self.__conn = None" in inspect.getsource(Session.disconnect)
+
+
+def test_a_send_queue_says_since_when_it_holds_more_than_may_wait_for_long() -> None:
+    made, heard = hooks(max_send_bytes=10_000)
+    made.lasting_send_bytes = 2 * (100 + internals.FRAME_COST)
+    queue = internals.SendQueue(made)
+    queue.put_nowait(b"x" * 100)
+    queue.put_nowait(b"x" * 100)
+    assert queue.over_since is None
+    before = time.monotonic()
+    queue.put_nowait(b"x" * 100)
+    assert queue.over_since is not None
+    assert queue.over_since >= before
+    queue.put_nowait(b"x" * 100)
+    assert queue.over_since >= before  # since it first went over, not since the last frame
+    queue.get_nowait()
+    assert queue.over_since is not None  # still over
+    queue.get_nowait()
+    assert queue.over_since is None
+    assert heard == []  # far below what may wait at once
+
+
+async def test_control_of_reads_the_sessions_index() -> None:
+    session = new_session()
+    assert internals.control_of(session, session.page._i) is session.page
+    assert internals.control_of(session, 999_999) is None
+
+
+KEY = {"key": "A", "shift": False, "ctrl": False, "alt": False, "meta": False}
+
+
+async def test_flet_builds_an_event_object_from_the_clients_data_and_fails_on_bad_data() -> None:
+    trigger = inspect.getsource(BaseControl._trigger_event)  # Flet's own, under the guard's
+    assert "e = from_dict(event_type, args)" in trigger
+    assert '"control": self,' in trigger
+    assert "**(event_data or {})," in trigger
+    dispatch = inspect.getsource(Session.dispatch_event)
+    assert "await control._trigger_event(event_name, event_data)" in dispatch
+    assert "exc_info=True" in dispatch  # what the guard spares the log
+    page = new_session().page
+    with pytest.raises(TypeError, match="missing"):
+        await page._trigger_event("keyboard_event", {"key": 5})  # no guard: Flet's behaviour
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("keyboard_event", {"key": 5}),  # shift, ctrl... missing
+        ("route_change", {"nosuch": 1}),  # route missing
+        ("platform_brightness_change", {"brightness": "no such brightness"}),
+        ("keyboard_event", {**KEY, "control": 5}),  # replaces the event's control
+    ],
+)
+async def test_event_data_flet_cannot_use_goes_to_the_guard_without_a_traceback(
+    name: str, data: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    session = new_session()
+    ran: list[Any] = []
+    setattr(session.page, f"on_{name}", ran.append)
+    heard: list[tuple[str, type]] = []
+    made, _ = hooks()
+    made.on_bad_event = lambda event, error: heard.append((event, type(error)))
+    with internals.guard_connection(made):
+        await session.dispatch_event(session.page._i, name, data)
+    assert heard == [(name, TypeError if name != "platform_brightness_change" else ValueError)]
+    assert ran == []
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+async def test_event_data_flet_can_use_reaches_the_handler_under_the_guard() -> None:
+    session = new_session()
+    got: list[Any] = []
+
+    def on_key(event: Any) -> None:
+        ft.context.disable_auto_update()  # this session has no connection to update
+        got.append((event.key, event.control))
+
+    session.page.on_keyboard_event = on_key
+    made, heard = hooks()
+    with internals.guard_connection(made):
+        await session.dispatch_event(session.page._i, "keyboard_event", KEY)
+    assert got == [("A", session.page)]
+    assert heard == []

@@ -2,7 +2,9 @@
 refused, what is throttled, and that every handling ends."""
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +20,7 @@ from starlette.types import Message
 
 from counter_service.flet import internals
 from counter_service.flet.websockets import (
+    SEND_BURST_FACTOR,
     Limits,
     TokenBucket,
     WebsocketGuard,
@@ -121,6 +124,7 @@ GARBAGE = [
     b"\x00" + msgpack.packb([3, {"target": 1}]),  # a body Flet cannot build
     b"\x00" + msgpack.packb([3, {"target": 1, "name": "click", "data": None}]),  # before register
     b"\x01\x00\x00\x00\x00data",  # a data-channel frame before register
+    b"",  # an empty frame before register: Flet would skip it, and wait on
     "a text frame",
 ]
 
@@ -302,16 +306,38 @@ async def test_handler_errors_while_the_client_is_there_are_raised() -> None:
         await run(Client(REGISTER, stays=True), app, Counter())
 
 
+# At most 100 frames, the register message included, then none.
+FLOODABLE = Limits(events_per_s=5, event_burst=10, max_frames_per_s=0.001, frame_burst=100)
+FLOODABLE = dataclasses.replace(FLOODABLE, grace_s=0.05)
+
+
 async def test_a_flood_far_over_the_rate_is_disconnected() -> None:
     counter = Counter()
     app = FletLike(hang_after_disconnect=False)
     client = Client(REGISTER, *[EVENT] * 500, stays=True)
-    guard = await run(client, app, counter, Limits(events_per_s=5, event_burst=10, grace_s=0.05))
+    guard = await run(client, app, counter, FLOODABLE)
     assert guard.stats.rejected == {"flooding": 1}
     assert client.close_codes == [1008]
     assert len(app.received) == 1 + 10  # the register and the burst; nothing after
-    assert guard.stats.throttled_events == 90  # the rest of the first 100 frames, then out
+    assert guard.stats.throttled_events == 89  # the rest of the first 100 frames, then out
     assert counter.events == ["+", "-"]
+
+
+async def test_every_frame_counts_towards_the_flood_limit_from_the_first_one() -> None:
+    app = FletLike(hang_after_disconnect=False)
+    client = Client(REGISTER, *[PROPS] * 5, stays=True)
+    limits = dataclasses.replace(FLOODABLE, frame_burst=3)
+    guard = await run(client, app, Counter(), limits)
+    assert guard.stats.rejected == {"flooding": 1}
+    assert [m["bytes"] for m in app.received] == [REGISTER, PROPS, PROPS]
+
+
+async def test_frames_under_the_frame_rate_are_never_called_a_flood() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=100.0, burst=10, clock=lambda: now[0])
+    for _ in range(1000):  # 100 frames a second for 10 s
+        now[0] += 0.01
+        assert bucket.take()
 
 
 # Events by their decoded action, whatever their encoding
@@ -351,23 +377,47 @@ async def test_frames_that_are_not_events_pass_below_the_flood_limit(other: byte
     assert guard.stats.rejected == {}
 
 
-@pytest.mark.parametrize("other", [PROPS, RESULT, DATA_FRAME])
+SCROLL = b"\x00" + msgpack.packb(
+    [3, {"target": 1, "name": "scroll", "data": {"event_type": "update", "pixels": 1.0}}]
+)
+HOVER = b"\x00" + msgpack.packb([3, {"target": 1, "name": "hover", "data": True}])
+
+
+@pytest.mark.parametrize("other", [PROPS, RESULT, DATA_FRAME, SCROLL, HOVER, b""])
 async def test_a_flood_of_any_kind_of_frame_is_disconnected(other: bytes) -> None:
     counter, app = Counter(), FletLike(hang_after_disconnect=False)
     client = Client(REGISTER, *[other] * 500, stays=True)
-    guard = await run(client, app, counter, Limits(events_per_s=5, grace_s=0.05))
+    guard = await run(client, app, counter, FLOODABLE)
     assert guard.stats.rejected == {"flooding": 1}
     assert client.close_codes == [1008]
-    assert len(app.received) == 1 + 100  # the register and the flood limit
+    assert len(app.received) == 100  # the register and 99 more: the flood limit
     assert counter.events == ["+", "-"]
 
 
 async def test_events_and_other_frames_count_together_towards_the_flood_limit() -> None:
     counter, app = Counter(), FletLike(hang_after_disconnect=False)
     client = Client(REGISTER, *[EVENT, PROPS] * 60, stays=True)
-    guard = await run(client, app, counter, Limits(events_per_s=5, event_burst=10, grace_s=0.05))
+    guard = await run(client, app, counter, dataclasses.replace(FLOODABLE, frame_burst=101))
     assert guard.stats.rejected == {"flooding": 1}
     assert len(app.received) == 1 + 10 + 50  # the burst of events, every prop update
+
+
+@pytest.mark.parametrize("streamed", [SCROLL, HOVER])
+async def test_continuous_events_pass_unthrottled_while_clicks_are_still_throttled(
+    streamed: bytes,
+) -> None:
+    counter, app = Counter(), FletLike(hang_after_disconnect=False)
+    limits = Limits(events_per_s=0.001, event_burst=5, grace_s=0.05)
+    frames = [streamed] * 80 + [EVENT] * 20 + [streamed] * 80
+    guard = await run(Client(REGISTER, *frames), app, counter, limits)
+    assert [m["bytes"] for m in app.received] == [
+        REGISTER,
+        *[streamed] * 80,
+        *[EVENT] * 5,
+        *[streamed] * 80,
+    ]
+    assert guard.stats.throttled_events == 15
+    assert guard.stats.rejected == {}
 
 
 MALFORMED = {
@@ -513,7 +563,8 @@ async def test_a_client_whose_send_queue_overflows_is_dropped_and_its_queue_disc
     flet_app: FletSessionLike,
 ) -> None:
     def send_a_lot(app: FletSessionLike) -> None:
-        for _ in range(10):  # nothing reads the queue: this client reads nothing
+        # Nothing reads the queue (this client reads nothing): over what may wait at once.
+        for _ in range(SEND_BURST_FACTOR * 5 + 1):
             app.flet_app.send_data_channel_frame(0, b"x" * 400)
 
     flet_app.on_frame = send_a_lot
@@ -563,7 +614,7 @@ async def test_a_client_refused_while_its_handler_waits_for_it_is_ended_at_once(
     def overflow_later(app: FletSessionLike) -> None:
         # Another session's update, say: it runs while the handler waits for the client.
         def send_a_lot() -> None:
-            for _ in range(10):
+            for _ in range(SEND_BURST_FACTOR * 5 + 1):
                 app.flet_app.send_data_channel_frame(0, b"x" * 400)
 
         asyncio.get_running_loop().call_later(0.05, send_a_lot)
@@ -574,3 +625,152 @@ async def test_a_client_refused_while_its_handler_waits_for_it_is_ended_at_once(
     guard = await run(client, flet_app, Counter(), limits)
     assert guard.stats.rejected == {"not reading": 1}
     assert not flet_app.held()
+
+
+async def test_a_client_that_leaves_more_than_may_wait_unread_for_long_is_dropped(
+    flet_app: FletSessionLike,
+) -> None:
+    def send_some(app: FletSessionLike) -> None:
+        for _ in range(4):  # over what may wait for long, far below what may wait at once
+            app.flet_app.send_data_channel_frame(0, b"x" * 400)
+
+    flet_app.on_frame = send_some
+    client = Client(REGISTER, PROPS, stays=True)  # and reads nothing of it
+    # Nothing is ever sent to it (no send loop here): only the queue's bound can drop it.
+    limits = Limits(max_send_queue_bytes=1000, send_timeout_s=0.2, grace_s=30)
+    guard = await run(client, flet_app, Counter(), limits)
+    assert guard.stats.rejected == {"not reading": 1}
+    assert client.close_codes == [1008]
+    assert not flet_app.held()
+
+
+async def test_a_burst_over_the_send_queue_bound_that_is_read_in_time_is_not_dropped(
+    flet_app: FletSessionLike,
+) -> None:
+    def burst(app: FletSessionLike) -> None:
+        for _ in range(SEND_BURST_FACTOR):  # far over what may wait for long
+            app.flet_app.send_data_channel_frame(0, b"x" * 400)
+
+    flet_app.on_frame = burst
+    client = Fed()
+    limits = Limits(max_send_queue_bytes=1000, send_timeout_s=0.2, grace_s=30)
+    guard = WebsocketGuard(flet_app, Counter(), limits)
+    handling = asyncio.ensure_future(guard({"type": "websocket"}, client.receive, client.send))
+    client.feed(REGISTER)
+    client.feed(PROPS)
+    await eventually(lambda: len(flet_app.received) == 2, what="the burst queued")
+    (connection,) = guard._connections
+    queue = flet_app.flet_app._FletApp__send_queue
+    while queue.qsize():
+        queue.get_nowait()  # the client read it all, in time
+    connection.check_send(time.monotonic() + 3600)  # however long the watchdog looks later
+    client.feed(None)
+    await asyncio.wait_for(handling, 5)
+    assert guard.stats.rejected == {}
+    assert client.close_codes == []
+
+
+# A reconnect that overtakes its old connection's end
+
+
+def register_for(session_id: str) -> bytes:
+    body = {"session_id": session_id, "page_name": "", "page": {}}
+    return b"\x00" + msgpack.packb([1, body])
+
+
+class Reattaching:
+    """One guard over two apps: `old` (Flet's parts: it holds a real session) for the
+    first websocket, and for every other one an app that notes when its register
+    message came through, in `order`."""
+
+    def __init__(self, old: FletSessionLike, limits: Limits) -> None:
+        self.old = old
+        self.order: list[str] = []
+        self.guard = WebsocketGuard(self.route, Counter(), limits)
+        self.old_client = Fed()
+
+    async def route(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["name"] == "old":
+            await self.old(scope, receive, send)
+            self.order.append("old ended")
+            return
+        await send({"type": "websocket.accept"})
+        await receive()
+        self.order.append(scope["name"])
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    async def start_old(self) -> asyncio.Future[None]:
+        client = self.old_client
+        handling = asyncio.ensure_future(
+            self.guard({"name": "old", "type": "websocket"}, client.receive, client.send)
+        )
+        client.feed(REGISTER)
+        await eventually(
+            lambda: bool(self.guard._holders), what="the old connection holds its session"
+        )
+        return handling
+
+    def reconnect(self, name: str) -> asyncio.Future[None]:
+        assert self.old.session is not None
+        client = Client(register_for(self.old.session.id))
+        return asyncio.ensure_future(
+            self.guard({"name": name, "type": "websocket"}, client.receive, client.send)
+        )
+
+
+async def test_a_reconnect_waits_until_the_old_connection_let_go_of_its_session(
+    flet_app: FletSessionLike,
+) -> None:
+    both = Reattaching(flet_app, Limits(reattach_wait_s=30, grace_s=0.05))
+    old = await both.start_old()
+    new = both.reconnect("reconnect")
+    await eventually(lambda: both.guard._reattach_waits == 1, what="the reconnect waits")
+    both.old_client.feed(None)  # the old connection ends: Flet detaches the session
+    await asyncio.wait_for(asyncio.gather(old, new), 5)
+    assert both.order == ["old ended", "reconnect"]
+    assert both.guard._holders == {}
+
+
+async def test_reconnects_over_the_bound_do_not_wait(flet_app: FletSessionLike) -> None:
+    both = Reattaching(flet_app, Limits(reattach_wait_s=30, max_reattach_waits=2, grace_s=0.05))
+    old = await both.start_old()
+    waiting = [both.reconnect("first"), both.reconnect("second")]
+    await eventually(lambda: both.guard._reattach_waits == 2, what="two reconnects wait")
+    over = both.reconnect("third")
+    await asyncio.wait_for(over, 5)  # answered while the other two still wait
+    both.old_client.feed(None)
+    await asyncio.wait_for(asyncio.gather(old, *waiting), 5)
+    assert both.order[:2] == ["third", "old ended"]
+    assert sorted(both.order[2:]) == ["first", "second"]
+
+
+async def test_a_reconnect_waits_no_longer_than_the_reattach_wait(
+    flet_app: FletSessionLike,
+) -> None:
+    both = Reattaching(flet_app, Limits(reattach_wait_s=0.05, grace_s=0.05))
+    old = await both.start_old()
+    await asyncio.wait_for(both.reconnect("reconnect"), 5)  # the old one is still there
+    assert both.order == ["reconnect"]
+    both.old_client.feed(None)
+    await asyncio.wait_for(old, 5)
+
+
+async def test_event_data_flet_cannot_use_closes_1003_without_a_traceback(
+    flet_app: FletSessionLike, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: list[asyncio.Future[None]] = []
+
+    def dispatch(app: FletSessionLike) -> None:
+        assert app.session is not None  # as Flet runs an event: in a task of its own
+        event = app.session.dispatch_event(app.session.page._i, "keyboard_event", {"key": 5})
+        events.append(asyncio.ensure_future(event))
+
+    flet_app.on_frame = dispatch
+    client = Client(REGISTER, PROPS, stays=True)
+    guard = await run(client, flet_app, Counter())
+    assert client.close_codes == [1003]
+    assert guard.stats.rejected == {"bad frame": 1}
+    assert not flet_app.held()
+    await asyncio.gather(*events)  # the event ended: refused, not raised
+    assert all(r.exc_info is None and r.levelno < logging.ERROR for r in caplog.records)
