@@ -159,12 +159,22 @@ class CounterPage:
         self.render()
 
     def on_throttled(self) -> None:
-        hold_s = self.line.throttled()
+        self.line.throttled()
         self.render()
+        self.end_slow_down()
+
+    def end_slow_down(self) -> None:
+        """Take "slow down" away once it expired: one timer per page, only while refused.
+        The line's clock decides, not the timer's: uvloop's clock may run a millisecond
+        behind `time.monotonic`, and a timer that fired early would leave it for good."""
         if self.slow_down_timer is not None:
             self.slow_down_timer.cancel()
-        # One timer per page, only while refused: takes "slow down" away once it expired.
-        self.slow_down_timer = asyncio.get_running_loop().call_later(hold_s, self.render)
+            self.slow_down_timer = None
+        left = self.line.slow_down_left()
+        if left > 0:
+            self.slow_down_timer = asyncio.get_running_loop().call_later(left, self.end_slow_down)
+        else:
+            self.render()
 
     def mark_stale(self, stale: bool) -> None:
         # Fading the row, not each number, keeps the numbers' own patches one field.

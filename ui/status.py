@@ -98,10 +98,13 @@ class StatusLine:
         self._broken[name] = problem
         return changed
 
-    def throttled(self) -> float:
-        """Events are being refused; returns how many seconds "slow down" now stays."""
+    def throttled(self) -> None:
+        """Events are being refused: "slow down" stays for `SLOW_DOWN_HOLD_S`."""
         self._slow_until = self._clock() + SLOW_DOWN_HOLD_S
-        return SLOW_DOWN_HOLD_S
+
+    def slow_down_left(self) -> float:
+        """Seconds until "slow down" goes, by this line's own clock (0 once it went)."""
+        return max(0.0, self._slow_until - self._clock())
 
     def store_back(self) -> None:
         """The store is reachable again: what a lost answer left unsure is shown now."""

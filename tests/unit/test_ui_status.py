@@ -134,7 +134,8 @@ def test_the_store_coming_back_settles_only_what_a_lost_answer_left_open(
 def test_slow_down_stays_for_the_hold_after_the_last_refusal(
     line: StatusLine, clock: Clock
 ) -> None:
-    assert line.throttled() == status.SLOW_DOWN_HOLD_S
+    line.throttled()
+    assert line.slow_down_left() == status.SLOW_DOWN_HOLD_S
     clock.now += 0.02
     line.clicked("clicks", None)  # an accepted click between refusals
     assert line.text == status.SLOW_DOWN
@@ -142,8 +143,10 @@ def test_slow_down_stays_for_the_hold_after_the_last_refusal(
     line.throttled()  # refusals go on
     clock.now += status.SLOW_DOWN_HOLD_S - 0.01
     assert line.text == status.SLOW_DOWN
+    assert 0 < line.slow_down_left() < 0.011
     clock.now += 0.02
     assert line.text == ""
+    assert line.slow_down_left() == 0
 
 
 def test_the_banner_never_claims_last_known_numbers_when_none_are_known() -> None:
