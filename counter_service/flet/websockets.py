@@ -68,6 +68,11 @@ POLICY_VIOLATION = 1008
 UNSUPPORTED_DATA = 1003
 MESSAGE_TOO_BIG = 1009
 _CLOSE_SEND_S = 1.0
+# uvicorn queues every frame of what it read at once, and taking one from that queue does
+# not yield to the event loop: a client that sent thousands of frames would have them all
+# judged (and the dropped ones skipped) in one go, holding every other connection of the
+# worker up for tens of milliseconds. Every this many frames, the others go first.
+YIELD_EVERY_FRAMES = 16
 # What may wait to be sent to a client at any moment, as a multiple of what may wait
 # for long (`Limits.max_send_queue_bytes`): room for a burst, memory still bounded.
 SEND_BURST_FACTOR = 16
@@ -265,6 +270,7 @@ class _Connection:
         self._sender: asyncio.Task[Any] | None = None
         self._sending_since: float | None = None
         self._send_cancelled = False
+        self._frames_read = 0
 
     @property
     def state(self) -> str:
@@ -282,6 +288,9 @@ class _Connection:
                 return await self._client_left(message)
             if message["type"] != "websocket.receive":
                 return message
+            self._frames_read += 1
+            if self._frames_read % YIELD_EVERY_FRAMES == 0:
+                await asyncio.sleep(0)  # let other connections in: see YIELD_EVERY_FRAMES
             frame = self._admit(message)
             if frame is not None:
                 if frame.action == REGISTER:

@@ -3,6 +3,7 @@ refused, what is throttled, and that every handling ends."""
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from starlette.types import Message
 from counter_service.flet import internals
 from counter_service.flet.websockets import (
     SEND_BURST_FACTOR,
+    YIELD_EVERY_FRAMES,
     Limits,
     TokenBucket,
     WebsocketGuard,
@@ -309,6 +311,36 @@ async def test_handler_errors_while_the_client_is_there_are_raised() -> None:
 # At most 100 frames, the register message included, then none.
 FLOODABLE = Limits(events_per_s=5, event_burst=10, max_frames_per_s=0.001, frame_burst=100)
 FLOODABLE = dataclasses.replace(FLOODABLE, grace_s=0.05)
+
+
+class Backlog(Client):
+    """A client whose frames all arrived at once: as with uvicorn's queue, taking the
+    next one does not yield to the event loop."""
+
+    async def receive(self) -> Message:
+        if self.frames:
+            return {"type": "websocket.receive", "bytes": self.frames.pop(0)}
+        return await super().receive()
+
+
+async def test_a_backlog_of_frames_lets_other_connections_in_as_it_is_judged() -> None:
+    client = Backlog(REGISTER, *[EVENT] * 320)  # all but the first event throttled: dropped
+    pending: list[int] = []  # frames the client still had, at each turn of another task
+    judging = True
+
+    async def another_connection() -> None:
+        while judging:
+            pending.append(len(client.frames))
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(another_connection())
+    limits = Limits(events_per_s=0.001, event_burst=1, grace_s=0.05)
+    guard = await run(client, FletLike(hang_after_disconnect=False), Counter(), limits)
+    judging = False
+    await other
+    assert guard.stats.throttled_events == 319
+    judged_between_turns = [a - b for a, b in itertools.pairwise(pending)]
+    assert max(judged_between_turns) <= YIELD_EVERY_FRAMES <= 64
 
 
 async def test_a_flood_far_over_the_rate_is_disconnected() -> None:
