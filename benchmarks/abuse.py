@@ -188,7 +188,8 @@ async def flood_scenario(fleet: VariantFleet, cfg: AbuseConfig) -> list[Row]:
             "rss_start_mb": round(start_rss / MB, 1),
             "rss_peak_mb": round(await peak / MB, 1),
         }
-        return [row | await aftermath(fleet, pid, cfg)]
+        row |= await aftermath(fleet, pid, cfg)
+        return [row | await flood_again(fleet, pid, cfg)]
     finally:
         await close_all(clients)
 
@@ -208,6 +209,19 @@ async def aftermath(fleet: VariantFleet, pid: int, cfg: AbuseConfig) -> Row:
         "cpu_1_to_3s_after_pct": round(cpu_share * 100, 1),
         "rss_after_mb": round(procstat.rss_bytes(pid) / MB, 1),
     }
+
+
+async def flood_again(fleet: VariantFleet, pid: int, cfg: AbuseConfig) -> Row:
+    """A second flood as long as the first, then the RSS once settled: what did not grow
+    again is memory the allocator kept for reuse after the first, not a leak."""
+    client = await fleet.open_client(0)
+    try:
+        await flood(fleet, client, time.monotonic() + cfg.flood_s)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()
+    await asyncio.sleep(cfg.settle_s)
+    return {"rss_after_second_flood_mb": round(procstat.rss_bytes(pid) / MB, 1)}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -58,6 +58,7 @@ COLUMNS: dict[str, list[Column]] = {
         ("RSS start MB", "rss_start_mb"),
         ("RSS peak MB", "rss_peak_mb"),
         ("RSS after MB", "rss_after_mb"),
+        ("RSS after a second flood MB", "rss_after_second_flood_mb"),
         ("note", "note"),
     ],
     "memory": [

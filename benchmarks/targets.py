@@ -121,6 +121,14 @@ def _flood(records: Records) -> Iterator[Verdict]:
         f"{fmt(after)} MB after ({fmt(back)}x)",
         _check(back, lambda x: x <= 1.10),
     )
+    again = row.get("rss_after_second_flood_mb")
+    yield Verdict(
+        9,
+        "... a second flood, as long: RSS after it (what the first left is reused)",
+        f"{fmt(again)} MB (after the first: {fmt(after)} MB)",
+        None,
+        bounded=False,
+    )
     counted, cpu = row.get("counted_1_to_3s_after"), row.get("cpu_1_to_3s_after_pct")
     yield Verdict(
         9,

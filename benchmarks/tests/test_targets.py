@@ -29,18 +29,19 @@ def test_memory_and_flood_are_judged_and_shown_as_a_markdown_table() -> None:
     memory = [{"sessions": 1000, "live_kb_per_session": 60.0, "second_round_kb_per_session": 0.4}]
     flood = {
         "calm_p99_ms": 10.0, "flood_p99_ms": 20.0, "p99_ratio": 2.0, "rss_start_mb": 90.0,
-        "rss_peak_mb": 95.0, "rss_after_mb": 91.0, "counted_1_to_3s_after": 0,
-        "cpu_1_to_3s_after_pct": 1.0,
+        "rss_peak_mb": 95.0, "rss_after_mb": 91.0, "rss_after_second_flood_mb": 91.5,
+        "counted_1_to_3s_after": 0, "cpu_1_to_3s_after_pct": 1.0,
     }  # fmt: skip
     records: Records = {
         "memory": {"variants": {"a": memory}},
         "flood": {"variants": {"a": [flood]}},
     }
     met = [v.met for v in verdicts(records)]
-    assert met == [True, True, True, True, False, True]
+    assert met == [True, True, True, None, True, False, True]
     lines = table(verdicts(records)).splitlines()
     assert lines[0] == "| issue | target | measured | met |"
-    assert len(lines) == 2 + 6
+    assert len(lines) == 2 + 7
+    assert "91.5 MB (after the first: 91.0 MB) | measured |" in lines[5]
     assert "**no**" in lines[-2]
 
 
