@@ -96,7 +96,8 @@ class Settings:
     session_timeout_s: int = DEFAULT_SESSION_TIMEOUT_S
     """How long Flet keeps a session whose browser left (it may reconnect to it)."""
     events_per_s: float = DEFAULT_EVENTS_PER_S
-    """Sustained control events (clicks, ...) one session may send a second."""
+    """Sustained discrete control events (clicks, submits...) one session may send a
+    second; what a browser streams while a gesture lasts is not held to it."""
     event_burst: int = DEFAULT_EVENT_BURST
     """Events one session may send at once after a quiet spell."""
     max_frames_per_s: float = DEFAULT_MAX_FRAMES_PER_S
