@@ -413,17 +413,18 @@ class _Connection:
         timeout = self._limits.send_timeout_s
         since = self._sending_since
         if since is not None and now - since > timeout:
-            self.refuse("not reading", "stopped reading", POLICY_VIOLATION)
-            self._cancel_send()
+            self._not_reading("stopped reading")
             return
         queue = self.hooks.send_queue
         if queue is not None and queue.over_since is not None and now - queue.over_since > timeout:
-            detail = f"left {queue.qsize()} frames ({queue.queued_bytes} bytes) unread"
-            self.refuse("not reading", f"{detail} for over {timeout:g}s", POLICY_VIOLATION)
-            self._cancel_send()
+            unread = _unread(queue.qsize(), queue.queued_bytes)
+            self._not_reading(f"{unread} for over {timeout:g}s")
 
     def _sends_overflowed(self, frames: int, queued: int) -> None:
-        detail = f"left {frames} frames ({queued} bytes) unread"
+        self._not_reading(_unread(frames, queued))
+
+    def _not_reading(self, detail: str) -> None:
+        """Drop the client as not reading, and end a send that waits on it."""
         self.refuse("not reading", detail, POLICY_VIOLATION)
         self._cancel_send()
 
@@ -433,16 +434,12 @@ class _Connection:
             self._sender.cancel()
 
     def _bad_props(self, error: Exception) -> None:
-        detail = f"sent props Flet cannot apply ({type(error).__name__}: {error!s:.80})"
+        detail = f"sent props Flet cannot apply ({_briefly(error)})"
         self.refuse("bad frame", detail, UNSUPPORTED_DATA)
 
     def _bad_event(self, name: str, error: Exception) -> None:
-        problem = f"{type(error).__name__}: {error!s:.80}"
-        self.refuse(
-            "bad frame",
-            f"sent {name!r:.40} event data Flet cannot use ({problem})",
-            UNSUPPORTED_DATA,
-        )
+        detail = f"sent {name!r:.40} event data Flet cannot use ({_briefly(error)})"
+        self.refuse("bad frame", detail, UNSUPPORTED_DATA)
 
     def _registered(self) -> None:
         self.registered = True
@@ -598,6 +595,15 @@ class WebsocketGuard:
             await asyncio.gather(app, return_exceptions=True)
             # A cancelled handler leaves Flet's send loop waiting on its queue.
             connection.hooks.end_sends()
+
+
+def _unread(frames: int, queued: int) -> str:
+    return f"left {frames} frames ({queued} bytes) unread"
+
+
+def _briefly(error: Exception) -> str:
+    """What Flet raised, in one short line for the refusal's warning."""
+    return f"{type(error).__name__}: {error!s:.80}"
 
 
 def _raise_unless_client_gone(app: asyncio.Future[Any], connection: _Connection) -> None:
