@@ -1,10 +1,19 @@
 """Small helpers shared by the tests."""
 
 import asyncio
+import json
 import time
+import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+
+def worker_metrics(url: str) -> dict[str, Any]:
+    """The JSON view of the metrics of the worker serving at `url` (GET /metrics.json)."""
+    with urllib.request.urlopen(url + "/metrics.json", timeout=5) as response:
+        return dict(json.load(response))
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:

@@ -34,9 +34,17 @@ class Tab:
 
     @classmethod
     def open(cls, browser: Browser, url: str, affinity: str | None = None) -> Tab:
-        """A fresh context on `url`, with the page rendered and its accessibility tree on;
-        `affinity` (a replica's id, `Replica.id`) pins the replica, else nginx picks one
-        and sets the cookie."""
+        """A fresh context on the counter page at `url`, rendered, with its accessibility
+        tree on; `affinity` (a replica's id, `Replica.id`) pins the replica, else nginx
+        picks one and sets the cookie."""
+        tab = cls.load(browser, url, affinity)
+        expect(tab.labelled("Served by replica")).to_have_text(re.compile(r":\s*\S+$"))
+        return tab
+
+    @classmethod
+    def load(cls, browser: Browser, url: str, affinity: str | None = None) -> Tab:
+        """A fresh context on any Flet page at `url`, its accessibility tree turned on
+        (the caller waits for what the page shows)."""
         context = browser.new_context(viewport=VIEWPORT)
         context.route(OFF_MACHINE, lambda route: route.abort())
         if affinity is not None:
@@ -47,9 +55,7 @@ class Tab:
         # A click on this off-screen element is how Flutter's web engine turns on its
         # semantics tree (what screen readers read); before it the DOM holds no text.
         page.locator("flt-semantics-placeholder").dispatch_event("click")
-        tab = cls(page)
-        expect(tab.labelled("Served by replica")).to_have_text(re.compile(r":\s*\S+$"))
-        return tab
+        return cls(page)
 
     def labelled(self, label: str) -> Locator:
         """The accessibility node that reads `label: <value>`."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
@@ -17,7 +16,7 @@ from redis.asyncio import Redis
 from counter_service.devtools.fleet import Fleet
 from counter_service.devtools.headless import HeadlessSession
 from counter_service.names import Names
-from tests.support import eventually
+from tests.support import eventually, worker_metrics
 from ui.contract import BUTTON, CLICKS
 
 pytestmark = pytest.mark.e2e
@@ -162,11 +161,7 @@ FORGED_VALUES = {-5, -7}
 
 def unwatched(fleet: Fleet) -> list[int]:
     """How many events for counters nobody watches each worker's relay has dropped."""
-    counts = []
-    for server in fleet.servers:
-        with urllib.request.urlopen(server.url + "/metrics.json", timeout=5) as response:
-            counts.append(int(json.load(response)["relay"]["unwatched"]))
-    return counts
+    return [int(worker_metrics(server.url)["relay"]["unwatched"]) for server in fleet.servers]
 
 
 async def tampered(fleet: Fleet, redis: Redis, tamper: Tamper) -> None:

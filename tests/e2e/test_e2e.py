@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import urllib.request
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from counter_service.devtools.fleet import Fleet, ServerProcess
 from counter_service.devtools.headless import HeadlessSession
 from counter_service.flet.live import PLACEHOLDER
 from counter_service.names import Names
-from tests.support import eventually
+from tests.support import eventually, worker_metrics
 from ui import status
 from ui.contract import BUTTON, CLICKS, COUNTERS, STATUS
 from ui.page import LABELS
@@ -153,8 +152,7 @@ async def test_the_embedded_store_serves_one_process(tmp_path: Path, fanout: str
 
 def metrics(server: ServerProcess) -> dict[str, Any]:
     """The JSON view of the server's metrics (what the load tester reads too)."""
-    with urllib.request.urlopen(server.url + "/metrics.json", timeout=5) as response:
-        return dict(json.load(response))
+    return worker_metrics(server.url)
 
 
 async def test_clients_leaving_before_registering_are_not_left_online(fleet: Fleet) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import socket
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from counter_service.devtools.fleet import HOST, Fleet, ServerProcess
 from counter_service.devtools.headless import FletError, HeadlessSession
-from tests.support import eventually
+from tests.support import eventually, worker_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -50,8 +49,7 @@ def packed(message: Any) -> bytes:
 
 
 def metrics(server: ServerProcess) -> dict[str, Any]:
-    with urllib.request.urlopen(server.url + "/metrics.json", timeout=5) as response:
-        return dict(json.load(response))
+    return worker_metrics(server.url)
 
 
 def refused(server: ServerProcess) -> dict[str, int]:

@@ -3,7 +3,6 @@
 import asyncio
 import json
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from redis.asyncio import Redis
 
 from counter_service.devtools.fleet import Fleet
 from counter_service.devtools.headless import HeadlessSession
-from tests.support import eventually
+from tests.support import eventually, worker_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -192,9 +191,7 @@ async def test_bad_messages_are_refused_at_the_sender(peers: list[Peer]) -> None
 
 
 def app_metrics(fleet: Fleet, worker: int) -> dict[str, Any]:
-    url = fleet.servers[worker].url + "/metrics.json"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return dict(json.load(response))
+    return worker_metrics(fleet.servers[worker].url)
 
 
 async def test_forged_giant_and_undecodable_envelopes_are_dropped_by_every_worker(

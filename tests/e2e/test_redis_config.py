@@ -48,7 +48,7 @@ from tests.e2e.test_production_redis import (
     documented_acl_rule,
     documented_acl_rules,
 )
-from tests.support import eventually
+from tests.support import eventually, worker_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -615,5 +615,4 @@ def problems(server: ServerProcess) -> str:
 
 
 def failures(server: ServerProcess) -> int:
-    with urllib.request.urlopen(server.url + "/metrics.json", timeout=5) as response:
-        return int(json.load(response)["subscriber"]["failures"])
+    return int(worker_metrics(server.url)["subscriber"]["failures"])
