@@ -22,8 +22,10 @@ loudly if a Flet upgrade changes what it relies on:
    and not yet expired: what a worker's memory grows with.
 7. Re-attaching: Flet re-attaches a reconnect only to a session already detached from
    its old connection, which FletApp's handler does once its receive loop ended; the
-   websocket guard lets a reconnect wait (briefly) for the old connection's handler to
-   return (no touch here: the guard tracks its own connections).
+   websocket guard lets a reconnect wait (briefly) for the old connection to end, its
+   clean-up included: when Flet's handler raised on a closed socket, the bridge
+   detaches the session only then (no touch here: the guard tracks its own
+   connections).
 8. `guard_connection` / `current_session` / `end_session` / `has_control` /
    `control_of`: what the websocket guard (counter_service.flet.websockets) needs of
    the Flet connection it wraps: FletApp's send queue, unbounded in Flet, is bounded

@@ -265,8 +265,8 @@ class _Connection:
         self._register_timer: asyncio.TimerHandle | None = None
         self._receiver: asyncio.Task[Any] | None = None
         self._interrupted = False
-        self.app: asyncio.Future[Any] | None = None
-        """Flet's handler of this websocket, once it runs."""
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Done once everything about this websocket is over, clean-up included."""
         self._sender: asyncio.Task[Any] | None = None
         self._sending_since: float | None = None
         self._send_cancelled = False
@@ -521,36 +521,40 @@ class WebsocketGuard:
                 await self._run(scope, connection)
         finally:
             _current.reset(token)
-            self._release(connection)
+            session = connection.session  # end_session forgets it
             connection.leave()
             self.stats.moved(connection.state, None)
-            await connection.send_close()
-            await life.close()
-            await connection.end_session()
+            try:
+                await connection.send_close()
+                await life.close()  # the bridge may detach the Flet session only here
+                await connection.end_session()
+            finally:
+                self._release(session, connection)
+                connection.ended.set_result(None)
 
     def hold(self, session_id: str, connection: _Connection) -> None:
         """`connection` is the one Flet session `session_id` is attached to now."""
         self._holders[session_id] = connection
 
-    def _release(self, connection: _Connection) -> None:
-        session = connection.session
+    def _release(self, session: Session | None, connection: _Connection) -> None:
         if session is not None and self._holders.get(session.id) is connection:
             del self._holders[session.id]
 
     async def let_go(self, session_id: str) -> None:
         """Wait, at most `reattach_wait_s`, until the connection that holds Flet session
-        `session_id` (if any) ended: Flet re-attaches a reconnect only to a session its
-        old connection let go of, and gives it a new session otherwise (a reconnect that
-        overtook the old connection's end, through a proxy or at once). At most
-        `max_reattach_waits` wait at a time: any client may name any session it knows."""
+        `session_id` (if any) ended, its clean-up included: Flet re-attaches a reconnect
+        only to a session its old connection let go of, and gives it a new session
+        otherwise (a reconnect that overtook the old connection's end, through a proxy
+        or at once). At most `max_reattach_waits` wait at a time: any client may name
+        any session it knows."""
         holder = self._holders.get(session_id)
-        if holder is None or holder.app is None:
+        if holder is None:
             return
         if self._reattach_waits >= self.limits.max_reattach_waits:
             return
         self._reattach_waits += 1
         try:
-            await asyncio.wait({holder.app}, timeout=self.limits.reattach_wait_s)
+            await asyncio.wait({holder.ended}, timeout=self.limits.reattach_wait_s)
         finally:
             self._reattach_waits -= 1
 
@@ -569,9 +573,7 @@ class WebsocketGuard:
                 connection.check_send(now)
 
     async def _run(self, scope: Scope, connection: _Connection) -> None:
-        app = connection.app = asyncio.ensure_future(
-            self.app(scope, connection.receive, connection.send)
-        )
+        app = asyncio.ensure_future(self.app(scope, connection.receive, connection.send))
         self._watch(connection)
         try:
             await asyncio.wait({app, connection.gone}, return_when=asyncio.FIRST_COMPLETED)

@@ -764,6 +764,28 @@ async def test_a_reconnect_waits_until_the_old_connection_let_go_of_its_session(
     assert both.guard._holders == {}
 
 
+async def test_a_reconnect_waits_for_the_old_connections_clean_up_too(
+    flet_app: FletSessionLike,
+) -> None:
+    # Flet's handler raises when its last send hits the closed socket, and then leaves
+    # the session attached: the bridge detaches it in a close callback, after the
+    # handler ended. A reconnect let in before that would get a new session.
+    both = Reattaching(flet_app, Limits(reattach_wait_s=30, grace_s=0.05))
+    old = await both.start_old()
+    (connection,) = both.guard._connections
+
+    async def detach() -> None:
+        await asyncio.sleep(0.05)
+        both.order.append("old detached")
+
+    await connection.life.on_close(detach)
+    new = both.reconnect("reconnect")
+    await eventually(lambda: both.guard._reattach_waits == 1, what="the reconnect waits")
+    both.old_client.feed(None)
+    await asyncio.wait_for(asyncio.gather(old, new), 5)
+    assert both.order == ["old ended", "old detached", "reconnect"]
+
+
 async def test_reconnects_over_the_bound_do_not_wait(flet_app: FletSessionLike) -> None:
     both = Reattaching(flet_app, Limits(reattach_wait_s=30, max_reattach_waits=2, grace_s=0.05))
     old = await both.start_old()
